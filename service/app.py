@@ -1,0 +1,162 @@
+"""The Flask application factory: the model is loaded, verified and warmed up once, in create_app()."""
+from __future__ import annotations
+
+import platform
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import sklearn
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from . import __version__
+from .bundle import ModelBundle, load_bundle
+from .config import settings_from_env
+from .errors import ApiError, register_error_handlers
+from .examples import build_examples
+from .inputs import decode_json, parse_rows
+from .predictor import Predictor
+
+EXTENSION = "model_service"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+api = Blueprint("api", __name__)
+
+
+@dataclass
+class ServiceState:
+    """What lives as long as the app: the bundle, its predictor, the examples, and readiness."""
+
+    bundle: ModelBundle
+    predictor: Predictor
+    examples: list[dict[str, Any]]
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def state() -> ServiceState:
+    return current_app.extensions[EXTENSION]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; raises BundleError if the model bundle cannot be served."""
+    app = Flask(__name__)
+    app.config.from_mapping(settings_from_env())
+    if config:
+        app.config.from_mapping(config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.json.sort_keys = False  # keep responses in the order they are written
+
+    bundle = load_bundle(app.config["MODEL_DIR"])
+    predictor = Predictor(bundle)
+    examples = build_examples(bundle, predictor)  # doubles as the warm-up prediction
+    service = ServiceState(bundle=bundle, predictor=predictor, examples=examples)
+    app.extensions[EXTENSION] = service
+
+    register_error_handlers(app)
+    app.before_request(_assign_request_id)
+    app.after_request(_common_headers)
+    app.register_blueprint(api)
+    service.ready.set()
+    return app
+
+
+def _assign_request_id() -> None:
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def _common_headers(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+ENDPOINTS = [
+    ("GET", "/", "this index"),
+    ("POST", "/predict", "predictions for one record, a list of records, or pandas-style columns"),
+    ("GET", "/example", "runnable examples for each input shape, with the live model's answers"),
+    ("GET", "/examples", "the same as /example"),
+    ("GET", "/metadata", "the model card and what the loaded estimator says about itself"),
+    ("GET", "/health/live", "200 while the process serves HTTP"),
+    ("GET", "/health/ready", "200 once the model is loaded and warmed up, 503 otherwise"),
+]
+
+
+@api.get("/")
+def index() -> Response:
+    card = state().bundle.card
+    return jsonify(service="sklearn-model-service", version=__version__,
+                   model={"name": card["name"], "version": card["version"], "title": card["title"]},
+                   endpoints=[{"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS])
+
+
+@api.post("/predict")
+def predict() -> Response:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       f"send Content-Type: application/json (got {request.mimetype or 'none'!r})")
+    service = state()
+    payload = decode_json(request.get_data(cache=False))
+    rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
+    return jsonify(service.predictor.predict(rows))
+
+
+@api.get("/example")
+@api.get("/examples")
+def examples() -> Response:
+    url = request.host_url + "predict"
+    listed = []
+    for example in state().examples:
+        body = current_app.json.dumps(example["request"])
+        curl = f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
+        listed.append({**example, "curl": curl})
+    return jsonify(endpoint="/predict", method="POST", examples=listed)
+
+
+def _final_estimator(model: Any) -> Any:
+    """The last step of a Pipeline, or the estimator itself."""
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
+def _simple_params(estimator: Any) -> dict[str, Any]:
+    """An estimator's parameters whose values JSON can carry as they are."""
+    return {key: value for key, value in estimator.get_params(deep=False).items()
+            if value is None or isinstance(value, (bool, int, float, str))}
+
+
+@api.get("/metadata")
+def metadata() -> Response:
+    bundle = state().bundle
+    model = bundle.model
+    final = _final_estimator(model)
+    loaded = {
+        "estimator": type(final).__name__,
+        "pipeline": [f"{name}: {type(step).__name__}" for name, step in model.steps] if hasattr(model, "steps") else None,
+        "parameters": _simple_params(final),
+        "feature_order": bundle.feature_names,
+        "classes": bundle.classes,
+        "sha256": bundle.sha256,
+    }
+    runtime = {"service_version": __version__, "python": platform.python_version(),
+               "scikit_learn": sklearn.__version__,
+               "limits": {"max_rows": current_app.config["MAX_ROWS"],
+                          "max_body_bytes": current_app.config["MAX_BODY_BYTES"]}}
+    return jsonify(card=bundle.card, model=loaded, runtime=runtime)
+
+
+@api.get("/health/live")
+def live() -> Response:
+    return jsonify(status="alive")
+
+
+@api.get("/health/ready")
+def ready() -> Response:
+    service = state()
+    if not service.ready.is_set():
+        response = jsonify(status="not ready")
+        response.status_code = 503
+        return response
+    return jsonify(status="ready", model=service.bundle.card["name"])

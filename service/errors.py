@@ -1,0 +1,68 @@
+"""One JSON error envelope for every error status: {"error": {"code", "message", "field"?}, "request_id"}."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Stable codes for the statuses Flask/werkzeug raise on their own.
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """A client mistake, answered with `status` and a stable `code`."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    response = jsonify(error=error, request_id=g.get("request_id"))
+    response.status_code = status
+    return response
+
+
+def _http_message(exc: HTTPException) -> str:
+    if exc.code == 404:
+        return f"no endpoint at {request.path}: GET / lists the endpoints"
+    if exc.code == 405:
+        allowed = ", ".join(sorted(exc.valid_methods or [])) if hasattr(exc, "valid_methods") else ""
+        return f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+    if exc.code == 413:
+        limit = request.max_content_length
+        return f"the request body is larger than the limit of {limit} bytes"
+    return exc.description or exc.name
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as the envelope; an unexpected one is logged with its traceback, never sent."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        response = error_response(status, HTTP_CODES.get(status, "http_error"), _http_message(exc))
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
+        return error_response(500, "internal_error", "the server failed to answer; the request id is in its log")

@@ -1,0 +1,118 @@
+"""Turn a /predict payload into rows of floats in the model's feature order, or say precisely why not.
+
+Accepted shapes:
+- one record:            {"age": 59, "bmi": 32.1, ...}
+- a list of records:     [{"age": 59, ...}, {"age": 48, ...}]
+- pandas' column shape:  {"age": {"0": 59, "1": 48}, "bmi": {"0": 32.1, "1": 21.6}, ...}
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+from .errors import ApiError
+
+
+def _invalid(code: str, message: str, field: str | None = None) -> ApiError:
+    return ApiError(422, code, message, field)
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity tokens, no duplicate keys."""
+    def reject_constant(token: str) -> Any:
+        raise ApiError(422, "not_finite", f"{token} is not allowed: send finite numbers only")
+
+    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ApiError(400, "invalid_json", f"duplicate key '{key}' in the JSON body", key)
+            result[key] = value
+        return result
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not UTF-8 text") from None
+    if not text.strip():
+        raise ApiError(400, "invalid_json", "the body is empty: send a JSON record, list of records or columns")
+    try:
+        return json.loads(text, parse_constant=reject_constant, object_pairs_hook=reject_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
+
+
+def _number(value: Any, field: str, where: str) -> float:
+    """A finite JSON number as float; anything else is a 422 naming the field."""
+    if value is None:
+        code, kind = "null_value", "null"
+    elif isinstance(value, bool):
+        code, kind = "not_a_number", "a boolean"
+    elif isinstance(value, str):
+        code, kind = "not_a_number", "a string"
+    elif isinstance(value, (list, dict)):
+        code, kind = "nested_value", "a nested value"
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+        code, kind = "not_finite", "a number out of range"
+    raise _invalid(code, f"{where}: feature '{field}' must be a finite number, got {kind}", field)
+
+
+def _row(record: Any, features: Sequence[str], where: str) -> list[float]:
+    if not isinstance(record, dict):
+        raise _invalid("invalid_record", f"{where}: expected an object of feature values, "
+                                         f"got {type(record).__name__}")
+    for name in features:
+        if name not in record:
+            raise _invalid("missing_feature", f"{where}: missing feature '{name}'", name)
+    for name in record:
+        if name not in features:
+            raise _invalid("unknown_feature", f"{where}: unknown feature '{name}' "
+                                              f"(expected: {', '.join(features)})", name)
+    return [_number(record[name], name, where) for name in features]
+
+
+def _column_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """pandas' column orientation {"feature": {"index": value}} to records in index order."""
+    index: list[str] | None = None
+    for name, column in columns.items():
+        if not isinstance(column, dict):
+            raise _invalid("mixed_shape", f"column '{name}' is not an object of index -> value; "
+                                          f"send every column in the same shape", name)
+        if index is None:
+            index = list(column)
+        elif set(column) != set(index):
+            raise _invalid("inconsistent_index", f"column '{name}' has a different set of row "
+                                                 f"indexes from the other columns", name)
+    assert index is not None
+    if all(key.lstrip("-").isdigit() for key in index):
+        index.sort(key=int)
+    return [{name: column[key] for name, column in columns.items()} for key in index]
+
+
+def parse_rows(payload: Any, features: Sequence[str], max_rows: int) -> list[list[float]]:
+    """Rows of floats, in input order, for a payload of any accepted shape."""
+    if isinstance(payload, dict) and payload and any(isinstance(v, dict) for v in payload.values()):
+        records = _column_records(payload)
+        label = "row"
+    elif isinstance(payload, list):
+        records, label = payload, "record"
+    elif isinstance(payload, dict):
+        records, label = [payload], "record"
+    else:
+        raise _invalid("invalid_shape", f"expected a record, a list of records or columns, "
+                                        f"got {type(payload).__name__}")
+    if not records or records == [{}]:
+        raise _invalid("empty_input", "no rows to predict: send at least one record")
+    if len(records) > max_rows:
+        raise ApiError(413, "too_many_rows", f"{len(records)} rows in one request; the limit is {max_rows} "
+                                             f"(split the request or raise SERVICE_MAX_ROWS)")
+    return [_row(record, features, f"{label} {position}") for position, record in enumerate(records)]

@@ -1,0 +1,39 @@
+"""Shared fixtures: the app from its factory, for each bundle, and its test client."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.app import EXTENSION, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLES = {"diabetes": ROOT / "models" / "diabetes", "iris": ROOT / "models" / "iris"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "container: builds and runs the Docker image (needs a Docker engine)")
+
+
+@pytest.fixture(scope="session", params=sorted(BUNDLES))
+def app(request: pytest.FixtureRequest):
+    return create_app({"MODEL_DIR": str(BUNDLES[request.param]), "MAX_ROWS": 50, "MAX_BODY_BYTES": 64 * 1024})
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def service(app):
+    return app.extensions[EXTENSION]
+
+
+@pytest.fixture()
+def bundle_copy(tmp_path: Path) -> Path:
+    """A writable copy of the default bundle, for tampering."""
+    target = tmp_path / "bundle"
+    shutil.copytree(BUNDLES["diabetes"], target)
+    return target

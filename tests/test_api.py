@@ -1,0 +1,132 @@
+"""Every endpoint and input shape, against both bundles (the `app` fixture is parametrized)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from service.app import EXTENSION, create_app
+
+from .conftest import BUNDLES
+
+
+def records_for(service, count: int = 3) -> list[dict[str, float]]:
+    """Distinct records spread over each feature's training range."""
+    features = service.bundle.card["features"]
+    return [{f["name"]: f["min"] + (i + 1) / (count + 1) * (f["max"] - f["min"]) for f in features}
+            for i in range(count)]
+
+
+def direct(service, records):
+    matrix = np.array([[r[name] for name in service.bundle.feature_names] for r in records])
+    return service.bundle.model.predict(matrix).tolist()
+
+
+def test_index_lists_every_endpoint_and_each_answers(client):
+    body = client.get("/").get_json()
+    assert body["model"]["name"]
+    for endpoint in body["endpoints"]:
+        if endpoint["method"] == "GET":
+            assert client.get(endpoint["path"]).status_code == 200, endpoint
+    assert {e["path"] for e in body["endpoints"]} >= {"/predict", "/example", "/metadata", "/health/ready"}
+
+
+def test_one_record_matches_direct_predict(client, service):
+    record = records_for(service, 1)[0]
+    response = client.post("/predict", json=record)
+    assert response.status_code == 200
+    assert response.get_json()["predictions"] == direct(service, [record])
+
+
+def test_list_of_records_answers_in_input_order(client, service):
+    records = records_for(service, 3)
+    forward = client.post("/predict", json=records).get_json()["predictions"]
+    backward = client.post("/predict", json=records[::-1]).get_json()["predictions"]
+    assert forward == direct(service, records)
+    assert backward == forward[::-1]
+
+
+def test_pandas_columns_shape_follows_the_index_order(client, service):
+    records = records_for(service, 3)
+    # keys deliberately out of order: "10" sorts after "2" as an integer, before it as a string
+    keys = ["10", "2", "0"]
+    columns = {name: {key: record[name] for key, record in zip(keys, records)} for name in records[0]}
+    expected = direct(service, [records[2], records[1], records[0]])
+    assert client.post("/predict", json=columns).get_json()["predictions"] == expected
+
+
+def test_different_inputs_give_different_answers(client, service):
+    body = client.post("/predict", json=records_for(service, 3)).get_json()
+    answers = zip(body["predictions"], body.get("probabilities", [None] * 3))
+    assert len({json.dumps(answer, sort_keys=True) for answer in answers}) == 3
+
+
+def test_classifier_answers_labels_and_probabilities():
+    app = create_app({"MODEL_DIR": str(BUNDLES["iris"])})
+    service, client = app.extensions[EXTENSION], app.test_client()
+    records = records_for(service, 3)
+    body = client.post("/predict", json=records).get_json()
+    labels = service.bundle.card["output"]["labels"]
+    assert body["predictions"] == direct(service, records)
+    assert len(set(body["predictions"])) > 1
+    matrix = np.array([[r[n] for n in service.bundle.feature_names] for r in records])
+    expected = service.bundle.model.predict_proba(matrix)
+    for row, probabilities, prediction in zip(expected, body["probabilities"], body["predictions"]):
+        assert list(probabilities) == labels
+        assert [probabilities[label] for label in labels] == row.tolist()
+        assert math.isclose(sum(probabilities.values()), 1.0)
+        assert max(probabilities, key=probabilities.get) == prediction
+
+
+@pytest.mark.parametrize("path", ["/example", "/examples"])
+def test_each_example_is_answered_exactly_as_stated(client, path):
+    body = client.get(path).get_json()
+    assert {e["name"] for e in body["examples"]} == {"record", "records", "columns"}
+    for example in body["examples"]:
+        response = client.post("/predict", json=example["request"])
+        assert response.status_code == 200
+        assert response.get_json() == example["response"], example["name"]
+        assert example["curl"].startswith("curl -s -X POST http://localhost/predict ")
+
+
+def test_examples_come_from_the_live_model(client, service):
+    example = client.get("/example").get_json()["examples"][0]
+    assert example["response"]["predictions"] == direct(service, [example["request"]])
+
+
+def test_metadata_joins_the_card_and_the_loaded_model(client, service):
+    body = client.get("/metadata").get_json()
+    card = service.bundle.card
+    assert body["card"] == card
+    for key in ("title", "version", "description", "dataset", "features", "output", "metrics"):
+        assert body["card"][key]
+    model = body["model"]
+    assert model["feature_order"] == [f["name"] for f in card["features"]]
+    assert len(model["feature_order"]) == service.bundle.model.n_features_in_
+    assert model["sha256"] == card["artifact"]["sha256"]
+    assert model["estimator"] in {"GradientBoostingRegressor", "LogisticRegression"}
+    assert model["parameters"]["random_state"] == 7
+    assert model["classes"] == (card["output"]["labels"] if service.bundle.is_classifier else None)
+    assert body["runtime"]["scikit_learn"] == card["sklearn_version"]
+    assert body["runtime"]["service_version"]
+
+
+def test_health_live_and_ready(client, service):
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").status_code == 200
+    service.ready.clear()
+    try:
+        assert client.get("/health/ready").status_code == 503
+        assert client.get("/health/live").status_code == 200
+    finally:
+        service.ready.set()
+
+
+def test_request_id_is_echoed_or_generated(client):
+    mine = client.get("/", headers={"X-Request-ID": "abc-123"})
+    assert mine.headers["X-Request-ID"] == "abc-123"
+    hostile = client.get("/", headers={"X-Request-ID": "bad id\u00e9"})
+    assert hostile.headers["X-Request-ID"] != "bad id\u00e9" and len(hostile.headers["X-Request-ID"]) == 32
+    assert mine.headers["X-Content-Type-Options"] == "nosniff"

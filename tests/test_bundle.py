@@ -1,0 +1,92 @@
+"""A bundle is verified before it is unpickled; start-up fails with one clear line when it cannot be served."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.bundle import BundleError, load_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def edit_card(bundle: Path, change) -> None:
+    card = json.loads((bundle / "card.json").read_text())
+    change(card)
+    (bundle / "card.json").write_text(json.dumps(card))
+
+
+def test_default_bundle_loads(bundle_copy):
+    bundle = load_bundle(bundle_copy)
+    assert bundle.feature_names[0] == "age"
+    assert bundle.sha256 == bundle.card["artifact"]["sha256"]
+
+
+def test_tampered_artifact_is_refused(bundle_copy):
+    with (bundle_copy / "model.joblib").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="sha256 .* refusing to unpickle"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c["features"].pop(), "expects 10 features but the card lists 9"),
+    (lambda c: c.pop("metrics"), "missing key 'metrics'"),
+    (lambda c: c.update(task="ranking"), "'task' must be one of"),
+    (lambda c: c["features"].append(dict(c["features"][0])), "feature names must be unique"),
+    (lambda c: c["artifact"].update(sha256="abc"), "64-hex-digit 'sha256'"),
+    (lambda c: c.update(sklearn_version="0.20.3"), "saved with scikit-learn 0.20.3"),
+    (lambda c: c["artifact"].update(file="gone.joblib"), "artifact not found"),
+])
+def test_wrong_card_is_refused(bundle_copy, change, message):
+    edit_card(bundle_copy, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_copy)
+
+
+def test_missing_and_unreadable_cards(tmp_path, bundle_copy):
+    with pytest.raises(BundleError, match="model card not found"):
+        load_bundle(tmp_path)
+    (bundle_copy / "card.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not readable JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_classifier_labels_must_match_the_estimator(tmp_path):
+    import shutil
+    target = tmp_path / "iris"
+    shutil.copytree(ROOT / "models" / "iris", target)
+    edit_card(target, lambda c: c["output"].update(labels=["a", "b", "c"]))
+    with pytest.raises(BundleError, match="classes .* differ from the card's labels"):
+        load_bundle(target)
+
+
+def test_examples_fall_back_to_the_feature_ranges(bundle_copy):
+    from service.app import EXTENSION, create_app
+    edit_card(bundle_copy, lambda c: c.pop("examples"))
+    app = create_app({"MODEL_DIR": str(bundle_copy)})
+    examples = app.extensions[EXTENSION].examples
+    age = app.extensions[EXTENSION].bundle.card["features"][0]
+    assert examples[0]["request"]["age"] == round(age["min"] + 0.25 * (age["max"] - age["min"]), 4)
+    client = app.test_client()
+    for example in examples:
+        assert client.post("/predict", json=example["request"]).get_json() == example["response"]
+
+
+def test_start_up_fails_with_one_line_and_exit_2(bundle_copy):
+    (bundle_copy / "model.joblib").write_bytes(b"not a pickle")
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
+                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: artifact ") and "sha256" in lines[0]
+
+
+def test_bad_setting_fails_with_one_line_and_exit_2():
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
+                            env={"SERVICE_PORT": "eighty", "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: SERVICE_PORT='eighty' is not a valid int"

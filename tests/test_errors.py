@@ -1,0 +1,100 @@
+"""Bad input of every kind gets a 4xx in the one error envelope; nothing a client sends yields a 5xx."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.app import EXTENSION
+
+
+def good_record(app) -> dict[str, float]:
+    return {f["name"]: f["min"] for f in app.extensions[EXTENSION].bundle.card["features"]}
+
+
+def with_value(app, value):
+    record = good_record(app)
+    record[next(iter(record))] = value
+    return json.dumps(record)
+
+
+def first(app) -> str:
+    return next(iter(good_record(app)))
+
+
+# (id, body builder(app) -> str|bytes, status, code, field builder(app) -> str|None)
+BAD_BODIES = [
+    ("malformed", lambda a: '{"age": ', 400, "invalid_json", None),
+    ("empty body", lambda a: "", 400, "invalid_json", None),
+    ("not utf-8", lambda a: b'{"a": "\xff"}', 400, "invalid_json", None),
+    ("duplicate key", lambda a: '{"x": 1, "x": 2}', 400, "invalid_json", lambda a: "x"),
+    ("too deep", lambda a: "[" * 20_000 + "]" * 20_000, 400, "invalid_json", None),
+    ("NaN", lambda a: with_value(a, float("nan")), 422, "not_finite", None),
+    ("Infinity", lambda a: with_value(a, float("inf")), 422, "not_finite", None),
+    ("-Infinity", lambda a: with_value(a, float("-inf")), 422, "not_finite", None),
+    ("1e999", lambda a: with_value(a, 1).replace(": 1,", ": 1e999,", 1), 422, "not_finite", first),
+    ("huge int", lambda a: with_value(a, 10 ** 400), 422, "not_finite", first),
+    ("string", lambda a: with_value(a, "6.5"), 422, "not_a_number", first),
+    ("bool", lambda a: with_value(a, True), 422, "not_a_number", first),
+    ("null", lambda a: with_value(a, None), 422, "null_value", first),
+    ("nested list", lambda a: with_value(a, [1]), 422, "nested_value", first),
+    ("missing feature", lambda a: json.dumps({k: v for k, v in list(good_record(a).items())[1:]}),
+     422, "missing_feature", first),
+    ("unknown feature", lambda a: json.dumps({**good_record(a), "zzz": 1}), 422, "unknown_feature", lambda a: "zzz"),
+    ("empty list", lambda a: "[]", 422, "empty_input", None),
+    ("empty object", lambda a: "{}", 422, "empty_input", None),
+    ("number", lambda a: "42", 422, "invalid_shape", None),
+    ("string body", lambda a: '"hello"', 422, "invalid_shape", None),
+    ("null body", lambda a: "null", 422, "invalid_shape", None),
+    ("list of numbers", lambda a: "[1, 2]", 422, "invalid_record", None),
+    ("mixed columns", lambda a: json.dumps({**{k: {"0": v} for k, v in good_record(a).items()}, first(a): 1}),
+     422, "mixed_shape", first),
+    ("ragged columns", lambda a: json.dumps({k: ({"0": v, "1": v} if i else {"0": v})
+                                             for i, (k, v) in enumerate(good_record(a).items())}),
+     422, "inconsistent_index", None),
+    ("too many rows", lambda a: json.dumps([good_record(a)] * 51), 413, "too_many_rows", None),
+]
+
+
+@pytest.mark.parametrize("name,body,status,code,field", BAD_BODIES, ids=[row[0] for row in BAD_BODIES])
+def test_bad_body_is_a_client_error(client, app, name, body, status, code, field):
+    response = client.post("/predict", data=body(app), content_type="application/json",
+                           headers={"X-Request-ID": "req-1"})
+    payload = response.get_json()
+    assert response.status_code == status, payload
+    assert payload["error"]["code"] == code
+    assert payload["request_id"] == "req-1"
+    if field is not None:
+        assert payload["error"]["field"] == field(app)
+        assert field(app) in payload["error"]["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("method,path,headers,data,status,code", [
+    ("GET", "/nope", {}, None, 404, "not_found"),
+    ("DELETE", "/predict", {}, None, 405, "method_not_allowed"),
+    ("GET", "/predict", {}, None, 405, "method_not_allowed"),
+    ("POST", "/metadata", {}, None, 405, "method_not_allowed"),
+    ("POST", "/predict", {"Content-Type": "text/plain"}, "{}", 415, "unsupported_media_type"),
+    ("POST", "/predict", {}, "{}", 415, "unsupported_media_type"),
+    ("POST", "/predict", {"Content-Type": "application/json"}, "x" * (64 * 1024 + 1), 413, "body_too_large"),
+])
+def test_http_errors_use_the_envelope(client, method, path, headers, data, status, code):
+    response = client.open(path, method=method, headers=headers, data=data)
+    payload = response.get_json()
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert payload["error"]["code"] == code
+    assert payload["error"]["message"]
+    assert payload["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_unexpected_failure_is_a_500_envelope_without_traceback(client, service, monkeypatch):
+    def explode(rows):
+        raise RuntimeError("secret internals")
+    monkeypatch.setattr(service.predictor, "predict", explode)
+    response = client.post("/predict", json=good_record(client.application))
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "internal_error"
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
