@@ -1,0 +1,19 @@
+# Builder: installs the locked requirements into /opt/venv from a wheelhouse prepared beforehand, so this
+# build needs no network. The base is Debian 13 with Debian's python3.13 at /usr/bin/python3.13, the same
+# interpreter path as the distroless runtime. Built by `python scripts/build.py` (classic builder, no BuildKit).
+ARG BUILDER_BASE=sklearn-model-service-base/builder:latest
+FROM ${BUILDER_BASE}
+
+ENV PIP_NO_INDEX=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+COPY requirements.txt /src/requirements.txt
+COPY wheelhouse/ /src/wheelhouse/
+RUN /usr/bin/python3.13 -m venv /opt/venv \
+    && /opt/venv/bin/python -m pip install --no-cache-dir --no-compile --only-binary=:all: \
+        --find-links /src/wheelhouse --require-hashes -r /src/requirements.txt \
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet pip
+
+COPY build/trim.py /src/trim.py
+RUN /usr/bin/python3.13 /src/trim.py /opt/venv
