@@ -18,6 +18,9 @@ from .app import EXTENSION
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it through the trigger
+# waitress answers a body over its own cap with a plain-text 413 before the app sees it. Its cap sits this far
+# above MAX_BODY_BYTES, so the app answers moderate excesses with the JSON envelope while memory stays bounded.
+WAITRESS_BODY_SLACK = 1 << 20
 
 
 def make_server(app: Flask) -> Any:
@@ -29,7 +32,7 @@ def make_server(app: Flask) -> Any:
         threads=config["THREADS"],
         connection_limit=config["CONNECTION_LIMIT"],
         channel_timeout=config["CHANNEL_TIMEOUT"],
-        max_request_body_size=config["MAX_BODY_BYTES"],
+        max_request_body_size=config["MAX_BODY_BYTES"] + WAITRESS_BODY_SLACK,
         ident="",  # no Server: banner
         clear_untrusted_proxy_headers=True,
     )

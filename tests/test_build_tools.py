@@ -1,0 +1,114 @@
+"""The build script's parts that need no Docker engine: requirements, lint, gate, rootfs rules, errors."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagebuild import BuildError, debian, gate, requirements
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_requirements_are_current():
+    pins = requirements.check()
+    assert {"flask", "waitress", "scikit-learn", "joblib", "numpy", "werkzeug"} <= set(pins)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    for name in ("service", "requirements.in", "requirements.txt"):
+        source = ROOT / name
+        shutil.copytree(source, tmp_path / name) if source.is_dir() else shutil.copy(source, tmp_path / name)
+    return tmp_path
+
+
+def test_a_new_import_makes_requirements_in_stale(project):
+    (project / "service" / "extra.py").write_text("import yaml\n")
+    with pytest.raises(BuildError, match="imported but not listed: pyyaml.*--update-requirements"):
+        requirements.check(project)
+
+
+def test_a_dropped_import_makes_requirements_in_stale(project):
+    text = (project / "requirements.in").read_text()
+    (project / "requirements.in").write_text(text + "requests\n")
+    with pytest.raises(BuildError, match="listed but not imported: requests"):
+        requirements.check(project)
+
+
+def test_requirements_txt_must_come_from_requirements_in(project):
+    text = (project / "requirements.in").read_text()
+    (project / "requirements.in").write_text(text.replace("joblib\n", "joblib\n", 1) + "# touched\n")
+    with pytest.raises(BuildError, match="requirements.txt was not compiled from the current requirements.in"):
+        requirements.check(project)
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), "Dockerfile.builder", "Dockerfile.runtime"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+
+
+def fake_report(size: int) -> dict:
+    return {"image": "x:1", "size": size,
+            "layers": [{"size": size - 10, "created_by": "COPY dir in /opt/venv"}, {"size": 10, "created_by": "x"}],
+            "packages": [{"name": "scipy", "size": 100_000_000}, {"name": "numpy", "size": 50_000_000}]}
+
+
+def test_gate_names_the_excess_and_the_biggest_contributors():
+    gate.check(fake_report(250_000_000), 250_000_000)
+    with pytest.raises(BuildError) as raised:
+        gate.check(fake_report(262_500_000), 250_000_000)
+    message = str(raised.value)
+    assert "262.5 MB, 12.5 MB over the budget of 250.0 MB" in message
+    assert "scipy 100.0 MB" in message and "/opt/venv" in message
+
+
+def test_budget_file_is_a_deliberate_number():
+    assert 100_000_000 <= gate.budget() <= 250_000_000
+
+
+@pytest.mark.parametrize("name,kept", [
+    ("usr/share/doc/libc6/copyright", True),
+    ("usr/share/doc/libc6", True),
+    ("usr/share/doc/libc6/changelog.Debian.gz", False),
+    ("usr/share/man/man1/python3.13.1.gz", False),
+    ("usr/share/locale/de/LC_MESSAGES/libc.mo", False),
+    ("usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", False),
+    ("usr/lib/python3.13/json/__init__.py", True),
+    ("usr/share/zoneinfo/Europe/Paris", True),
+])
+def test_runtime_root_keeps_licences_and_drops_docs(name, kept):
+    assert debian._keep(name) is kept
+
+
+@pytest.mark.parametrize("member,canonical", [
+    ("./bin/true", "usr/bin/true"), ("./lib64/ld-linux-x86-64.so.2", "usr/lib64/ld-linux-x86-64.so.2"),
+    ("./usr/lib/x", "usr/lib/x"), ("./etc/passwd", "etc/passwd"), ("./library/x", "library/x"),
+])
+def test_runtime_root_is_merged_usr(member, canonical):
+    assert debian._canonical(member) == canonical
+
+
+def test_runtime_package_list_has_layers_and_no_shell():
+    groups = debian.read_groups(debian.RUNTIME_LIST)
+    assert list(groups) == ["static", "base", "cc", "python"]
+    names = {name for group in groups.values() for name in group}
+    assert not names & {"dash", "bash", "busybox", "apt", "dpkg", "coreutils"}
+    lock = debian.read_lock()
+    assert set(lock["runtime"]["packages"]) == names
+    assert all(len(entry["sha256"]) == 64 for entry in lock["runtime"]["packages"].values())
+
+
+def test_build_without_docker_engine_is_one_clear_line():
+    result = subprocess.run([sys.executable, "scripts/build.py"], cwd=ROOT, capture_output=True, text=True,
+                            env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"},
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")
+    assert "Traceback" not in result.stderr
