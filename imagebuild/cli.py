@@ -1,6 +1,7 @@
-"""`python scripts/build.py`: requirements check, bases, wheels, builder, runtime, report, size gate.
+"""`python scripts/build.py`: requirements check, bases, wheels, builder, runtime, report, size gate, and with
+--push REGISTRY/REPOSITORY, publication verified by pulling the image back by digest.
 
-stdout carries the result (the report); progress goes to stderr. Exit 0 on success, 1 on a build error
+stdout carries the result (the report; with --push only `REPOSITORY@sha256:...`); progress goes to stderr. Exit 0 on success, 1 on a build error
 (one line with a hint), 2 on bad arguments.
 """
 from __future__ import annotations
@@ -29,6 +30,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-lock", action="store_true",
                         help="re-resolve the Debian packages and rewrite build/debian.lock.json")
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument("--push", metavar="REGISTRY/REPOSITORY",
+                        help="push as REPOSITORY:<version> and :<git short sha>, pull back by digest, run, predict")
+    parser.add_argument("--latest", action="store_true", help="with --push, also tag and push :latest")
     return parser.parse_args(argv)
 
 
@@ -90,19 +94,29 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     docker_build.build(client, context, "Dockerfile.runtime", reference, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
         "REVISION": docker_build.revision(), "CREATED": docker_build.created()})
+    pruned = client.images.prune(filters={"dangling": True, "label": docker_build.INTERMEDIATE_LABEL})
+    if pruned.get("SpaceReclaimed"):
+        say(f"pruned superseded intermediate images ({pruned['SpaceReclaimed'] / 1e6:.0f} MB)")
     say("measuring layers (docker save, gzip)")
     result = report.analyze(client, reference)
     result["bases"] = {"builder": builder_base, "runtime": runtime}
     result["budget"] = {"limit": gate.budget()}
     if args.report:
         report.write_json(result, args.report)
-    print(report.render(result))
+    print(report.render(result), file=sys.stderr if args.push else sys.stdout)
     gate.check(result, result["budget"]["limit"])
+    if args.push:
+        from .publish import publish, tags_for
+        tags = tags_for(version, docker_build.revision(), args.latest)
+        print(publish(client, reference, args.push, tags))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.latest and not args.push:
+        print("error: --latest only applies with --push", file=sys.stderr)
+        return 2
     try:
         build(args)
     except BuildError as exc:

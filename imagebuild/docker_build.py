@@ -15,6 +15,7 @@ from .progress import say
 CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "requirements.txt", "build/trim.py",
                  "build/compile_imported.py")
 CONTEXT_TREES = ("service", "models/diabetes")
+INTERMEDIATE_LABEL = "sklearn-model-service.intermediate=true"  # set in Dockerfile.builder
 
 
 def _add(tar: tarfile.TarFile, source: Path, name: str) -> None:

@@ -1,0 +1,159 @@
+"""Publish the image (exercise 4): tag, push through the Docker SDK, then prove it by pulling it back by digest,
+running it and making one prediction. Only then is `REPOSITORY@sha256:...` the result.
+
+Credentials: REGISTRY_USERNAME and REGISTRY_PASSWORD (a password or token) from the environment, else whatever
+the Docker config file holds for the registry. The secret is never printed: every message is scrubbed of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from . import BuildError
+from .progress import say
+
+READY_TIMEOUT = 60.0
+
+
+def registry_of(repository: str) -> str:
+    """The registry host of a repository reference, as docker resolves it."""
+    first = repository.split("/", 1)[0]
+    if "/" in repository and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def _credentials() -> dict[str, str] | None:
+    username, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+    if bool(username) != bool(password):
+        raise BuildError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither (then the Docker config "
+                         "file's credentials are used)")
+    return {"username": username, "password": password} if username else None
+
+
+def _scrub(message: str, auth: dict[str, str] | None) -> str:
+    text = " ".join(str(message).split())
+    if auth and auth["password"]:
+        text = text.replace(auth["password"], "***")
+    return text
+
+
+def _explain(registry: str, message: str) -> str:
+    lowered = message.lower()
+    if any(word in lowered for word in ("unauthorized", "denied", "authentication required", "401", "403")):
+        return (f"the registry {registry} refused the credentials or the repository ({message}); check "
+                f"REGISTRY_USERNAME/REGISTRY_PASSWORD or `docker login {registry}`")
+    if any(word in lowered for word in ("connection refused", "no such host", "dial tcp", "timeout", "i/o")):
+        return f"the registry {registry} is unreachable ({message}); check its address and that it is up"
+    return f"the registry {registry} answered: {message}"
+
+
+def _login(client: Any, registry: str, auth: dict[str, str]) -> None:
+    import docker.errors
+    try:
+        client.login(username=auth["username"], password=auth["password"],
+                     registry=None if registry == "docker.io" else registry, reauth=True)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"login failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
+
+
+def _push(client: Any, repository: str, tag: str, auth: dict[str, str] | None) -> str:
+    """Push one tag; the stream is read to the end and any errorDetail fails. Returns the manifest digest."""
+    import docker.errors
+    registry = registry_of(repository)
+    digest = None
+    try:
+        for line in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+            if "errorDetail" in line or "error" in line:
+                detail = line.get("errorDetail", {}).get("message") or line.get("error")
+                raise BuildError(f"push of {repository}:{tag} failed: {_explain(registry, _scrub(detail, auth))}")
+            digest = (line.get("aux") or {}).get("Digest", digest)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"push of {repository}:{tag} failed: "
+                         f"{_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
+    if not digest:
+        raise BuildError(f"push of {repository}:{tag} reported no digest")
+    return digest
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def verify(client: Any, pinned: str) -> None:
+    """Run the pulled image as production would and check that an example predicts as the image says."""
+    port = _free_port()
+    container = client.containers.run(
+        pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"],
+        security_opt=["no-new-privileges"], environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                logs = container.logs().decode(errors="replace").strip().splitlines()
+                raise BuildError(f"{pinned} did not become ready: {(logs or ['no logs'])[-1]}")
+            try:
+                if _get(base + "/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        example = _get(base + "/example")[1]["examples"][0]
+        status, answer = _get(base + "/predict", example["request"])
+        if status != 200 or answer != example["response"]:
+            raise BuildError(f"{pinned} answered {status} {answer} to its own example")
+    finally:
+        container.remove(force=True)
+
+
+def publish(client: Any, image: str, repository: str, tags: list[str]) -> str:
+    """Tag `image` as repository:tag for each tag, push, verify by digest; returns `repository@sha256:...`."""
+    import docker.errors
+    auth = _credentials()
+    registry = registry_of(repository)
+    if auth:
+        _login(client, registry, auth)
+    local = client.images.get(image)
+    digests = set()
+    for tag in tags:
+        local.tag(repository, tag=tag)
+        say(f"pushing {repository}:{tag}")
+        digests.add(_push(client, repository, tag, auth))
+    if len(digests) != 1:
+        raise BuildError(f"the tags of {repository} point at different digests: {sorted(digests)}")
+    pinned = f"{repository}@{digests.pop()}"
+    for tag in tags:
+        client.images.remove(f"{repository}:{tag}")
+    say(f"pulling {pinned} back and running it")
+    try:
+        client.images.pull(pinned, auth_config=auth)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"pull of {pinned} failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
+    verify(client, pinned)
+    return pinned
+
+
+def tags_for(version: str, revision: str, latest: bool) -> list[str]:
+    """The service version, the git short SHA and, on request, latest."""
+    tags = [version, re.sub(r"[^A-Za-z0-9_.-]", "-", revision)]
+    return tags + (["latest"] if latest else [])
