@@ -94,9 +94,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     docker_build.build(client, context, "Dockerfile.runtime", reference, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
         "REVISION": docker_build.revision(), "CREATED": docker_build.created()})
-    pruned = client.images.prune(filters={"dangling": True, "label": docker_build.INTERMEDIATE_LABEL})
-    if pruned.get("SpaceReclaimed"):
-        say(f"pruned superseded intermediate images ({pruned['SpaceReclaimed'] / 1e6:.0f} MB)")
+    reclaimed = sum(client.images.prune(filters={"dangling": True, "label": label}).get("SpaceReclaimed") or 0
+                    for label in docker_build.SUPERSEDED_LABELS)
+    if reclaimed:
+        say(f"pruned superseded builds of this project ({reclaimed / 1e6:.0f} MB)")
     say("measuring layers (docker save, gzip)")
     result = report.analyze(client, reference)
     result["bases"] = {"builder": builder_base, "runtime": runtime}

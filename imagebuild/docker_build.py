@@ -15,7 +15,9 @@ from .progress import say
 CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "requirements.txt", "build/trim.py",
                  "build/compile_imported.py")
 CONTEXT_TREES = ("service", "models/diabetes")
-INTERMEDIATE_LABEL = "sklearn-model-service.intermediate=true"  # set in Dockerfile.builder
+# Untagged images with these labels are this project's superseded builds: the builder and the `app` stage
+# (Dockerfile.builder) and earlier runtime images (Dockerfile.runtime).
+SUPERSEDED_LABELS = ("sklearn-model-service.intermediate=true", "org.opencontainers.image.title=sklearn-model-service")
 
 
 def _add(tar: tarfile.TarFile, source: Path, name: str) -> None:
