@@ -1,5 +1,6 @@
 # Builder: installs the locked requirements into /opt/venv from a wheelhouse prepared beforehand, so this
-# build needs no network. The base is Debian 13 with Debian's python3.13 at /usr/bin/python3.13, the same
+# build needs no network. A requirement with no wheel for the image arrives as its (hash-checked) sdist with its
+# build backend's wheels, and pip builds it into a wheel here (gcc and the Python headers are in the base). The base is Debian 13 with Debian's python3.13 at /usr/bin/python3.13, the same
 # interpreter path as the distroless runtime. Built by `python scripts/build.py` (classic builder, no BuildKit).
 ARG BUILDER_BASE=sklearn-model-service-base/builder:latest
 FROM ${BUILDER_BASE}
@@ -13,7 +14,7 @@ ENV PIP_NO_INDEX=1 \
 COPY requirements.txt /src/requirements.txt
 COPY wheelhouse/ /src/wheelhouse/
 RUN /usr/bin/python3.13 -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install --no-cache-dir --no-compile --only-binary=:all: \
+    && /opt/venv/bin/python -m pip install --no-cache-dir --no-compile \
         --find-links /src/wheelhouse --require-hashes -r /src/requirements.txt \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip
 

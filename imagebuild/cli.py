@@ -82,6 +82,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if repr(lock) != before:
         debian.write_lock(lock)
         say(f"wrote {debian.LOCK.relative_to(ROOT)}")
+    debian.remove_superseded(client, {builder_base, runtime})
     wheelhouse = wheels.wheelhouse(ROOT / "requirements.txt")
 
     version = service_version()

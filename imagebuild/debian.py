@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from service.bundle import sha256_file
+
 from . import ROOT, BuildError
 from .progress import say
 
@@ -114,20 +116,10 @@ def write_lock(lock: dict[str, Any]) -> None:
     os.replace(temporary, LOCK)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def mmdebstrap(variant: str, include: Iterable[str], target: Path, keep_debs: bool = True) -> list[Deb]:
-    """Run mmdebstrap into a directory and return the .deb files it downloaded."""
-    command = ["mmdebstrap", f"--variant={variant}", "--format=directory", "--include=" + ",".join(include)]
-    if keep_debs:
-        command.append("--skip=cleanup/apt/cache")
-    command += [SUITE, str(target)]
+def mmdebstrap(variant: str, include: Iterable[str], target: Path) -> list[Deb]:
+    """Run mmdebstrap into a directory and return every .deb it downloaded (the essential ones included)."""
+    command = ["mmdebstrap", f"--variant={variant}", "--format=directory", "--include=" + ",".join(include),
+               "--skip=cleanup/apt/cache", "--skip=essential/unlink", SUITE, str(target)]
     mirror = os.environ.get("DEBIAN_MIRROR") or host_mirror()
     if mirror:
         command.append(mirror)
@@ -139,7 +131,7 @@ def mmdebstrap(variant: str, include: Iterable[str], target: Path, keep_debs: bo
     debs = []
     for path in sorted((target / "var/cache/apt/archives").glob("*.deb")):
         name, version, _ = path.name.split("_", 2)
-        debs.append(Deb(path, name, version.replace("%3a", ":"), _sha256(path)))
+        debs.append(Deb(path, name, version.replace("%3a", ":"), sha256_file(path)))
     return debs
 
 
@@ -304,7 +296,7 @@ def _docker_archive(layers: list[tuple[str, Path]], reference: str, out: Path, s
     with tarfile.open(out, "w") as archive:
         names = []
         for group, path in layers:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             diff_ids.append(f"sha256:{digest}")
             history.append({"created": EPOCH, "created_by": f"debian {SUITE} packages: {group} ({section})"})
             names.append(f"{digest}/layer.tar")
@@ -334,15 +326,32 @@ def _image_exists(client: Any, reference: str) -> bool:
         return False
 
 
+def _reference(kind: str, section: dict[str, Any]) -> str:
+    return f"{BASE_REPOSITORY}/{kind}:{section_key(section)}"
+
+
+def _loaded(client: Any, kind: str, section: dict[str, Any]) -> str | None:
+    """The base image built from this lock section, if Docker already has it."""
+    reference = _reference(kind, section) if section else None
+    return reference if reference and _image_exists(client, reference) else None
+
+
+def remove_superseded(client: Any, keep: set[str]) -> None:
+    """Remove this project's base images that the current lock no longer names."""
+    for image in client.images.list(name=f"{BASE_REPOSITORY}/*"):
+        for tag in image.tags:
+            if tag not in keep:
+                say(f"removing superseded base {tag}")
+                client.images.remove(tag)
+
+
 def runtime_base(client: Any, update: bool, lock: dict[str, Any]) -> str:
     """The local distroless-style runtime base, assembled unless an image of the same lock exists."""
     groups = read_groups(RUNTIME_LIST)
     wanted = [name for names in groups.values() for name in names]
     section = resolve_section("runtime", wanted, update, lock)
-    if section:
-        reference = f"{BASE_REPOSITORY}/runtime:{section_key(section)}"
-        if _image_exists(client, reference):
-            return reference
+    if loaded := _loaded(client, "runtime", section):
+        return loaded
     say(f"assembling the runtime base from {len(wanted)} Debian {SUITE} packages")
     with tempfile.TemporaryDirectory(prefix="runtime-base-") as temporary:
         workdir = Path(temporary)
@@ -354,7 +363,7 @@ def runtime_base(client: Any, update: bool, lock: dict[str, Any]) -> str:
         section = {"packages": {name: _entry(downloaded[name]) for name in sorted(wanted)},
                    "not_shipped": sorted(set(downloaded) - set(wanted))}
         lock["runtime"] = section
-        reference = f"{BASE_REPOSITORY}/runtime:{section_key(section)}"
+        reference = _reference("runtime", section)
         layers = compose_runtime(downloaded, groups, workdir)
         archive = workdir / "image.tar"
         _docker_archive(layers, reference, archive, section_key(section))
@@ -367,10 +376,8 @@ def builder_base(client: Any, update: bool, lock: dict[str, Any]) -> str:
     """The local Debian 13 builder base (mmdebstrap --variant=apt plus build/builder-packages.txt)."""
     wanted = read_groups(BUILDER_LIST)["packages"]
     section = resolve_section("builder", wanted, update, lock)
-    if section:
-        reference = f"{BASE_REPOSITORY}/builder:{section_key(section)}"
-        if _image_exists(client, reference):
-            return reference
+    if loaded := _loaded(client, "builder", section):
+        return loaded
     say(f"assembling the builder base (Debian {SUITE}, python3.13)")
     with tempfile.TemporaryDirectory(prefix="builder-base-") as temporary:
         root = Path(temporary) / "root"
@@ -379,7 +386,7 @@ def builder_base(client: Any, update: bool, lock: dict[str, Any]) -> str:
         _verify(debs, section, "builder")
         section = {"packages": {name: _entry(deb) for name, deb in sorted(debs.items())}}
         lock["builder"] = section
-        reference = f"{BASE_REPOSITORY}/builder:{section_key(section)}"
+        reference = _reference("builder", section)
         shutil.rmtree(root / "var/cache/apt/archives")
         (root / "var/cache/apt/archives/partial").mkdir(parents=True)
         archive = Path(temporary) / "root.tar"

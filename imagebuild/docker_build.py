@@ -12,8 +12,7 @@ from typing import Any
 from . import ROOT, BuildError
 from .progress import say
 
-CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "requirements.txt", "build/trim.py",
-                 "build/compile_imported.py")
+CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py")
 CONTEXT_TREES = ("service", "models/diabetes")
 # Untagged images with these labels are this project's superseded builds: the builder and the `app` stage
 # (Dockerfile.builder) and earlier runtime images (Dockerfile.runtime).
@@ -28,18 +27,20 @@ def _add(tar: tarfile.TarFile, source: Path, name: str) -> None:
         tar.addfile(info, handle)
 
 
-def context(wheelhouse: Path) -> io.BytesIO:
+def context(wheelhouse: Path, requirements: Path = ROOT / "requirements.txt") -> io.BytesIO:
     """Only what the Dockerfiles copy, with fixed mtimes and owners, so the layer cache keys on content."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        _add(tar, requirements, "requirements.txt")
         for name in CONTEXT_FILES:
             _add(tar, ROOT / name, name)
         for tree in CONTEXT_TREES:
             for path in sorted((ROOT / tree).rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     _add(tar, path, path.relative_to(ROOT).as_posix())
-        for path in sorted(wheelhouse.glob("*.whl")):
-            _add(tar, path, f"wheelhouse/{path.name}")
+        for path in sorted(wheelhouse.iterdir()):
+            if path.name.endswith((".whl", ".tar.gz", ".zip")):
+                _add(tar, path, f"wheelhouse/{path.name}")
     buffer.seek(0)
     return buffer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild import BuildError, debian, gate, requirements
+from imagebuild import BuildError, debian, gate, requirements, wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +112,27 @@ def test_build_without_docker_engine_is_one_clear_line():
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("pyproject,expected", [
+    (None, wheels.DEFAULT_BUILD_REQUIRES),
+    ('[build-system]\nrequires = ["hatchling>=1.20"]\nbuild-backend = "hatchling.build"\n', ["hatchling>=1.20"]),
+    ('[project]\nname = "pkg"\n', wheels.DEFAULT_BUILD_REQUIRES),
+])
+def test_sdist_build_requirements_are_read_from_pyproject(tmp_path, pyproject, expected):
+    import tarfile
+    (tmp_path / "setup.py").write_text("")
+    if pyproject:
+        (tmp_path / "pyproject.toml").write_text(pyproject)
+    sdist = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name in ("setup.py", "pyproject.toml"):
+            if (tmp_path / name).exists():
+                archive.add(tmp_path / name, arcname=f"pkg-1.0/{name}")
+    assert wheels.build_requires(sdist) == expected
+
+
+def test_requirement_blocks_keep_their_hashes():
+    found = wheels.blocks(ROOT / "requirements.txt")
+    assert len(found) == len(requirements.pinned(ROOT / "requirements.txt"))
+    assert all("==" in block and "--hash=sha256:" in block for block in found)
