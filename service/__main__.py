@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
+from . import logs
 from .bundle import BundleError
 from .config import ConfigError
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(os.environ.get("SERVICE_LOG_LEVEL", "INFO").upper())
     from .app import EXTENSION, create_app
     from .server import serve
     try:
@@ -19,8 +20,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     card = app.extensions[EXTENSION].bundle.card
-    logging.getLogger("service").info("model %s %s (sha256 %s) ready", card["name"], card["version"],
-                                      card["artifact"]["sha256"])
+    logging.getLogger("service").info("model %s %s ready", card["name"], card["version"], extra={
+        "model": card["name"], "model_version": card["version"], "sha256": card["artifact"]["sha256"]})
     serve(app)
     return 0
 

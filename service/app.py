@@ -11,13 +11,15 @@ from typing import Any, Mapping
 import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from . import __version__
+from . import __version__, logs, metrics
 from .bundle import ModelBundle, load_bundle
 from .config import settings_from_env
 from .errors import ApiError, register_error_handlers
 from .examples import build_examples
 from .inputs import decode_json, parse_rows
+from .metrics import Metrics
 from .predictor import Predictor
+from .v2 import v2
 
 EXTENSION = "model_service"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,8 +58,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     app.before_request(_assign_request_id)
+    logs.install(app)
+    metrics.install(app, Metrics(bundle.card))
     app.after_request(_common_headers)
     app.register_blueprint(api)
+    app.register_blueprint(v2)
     service.ready.set()
     return app
 
@@ -82,6 +87,13 @@ ENDPOINTS = [
     ("GET", "/metadata", "the model card and what the loaded estimator says about itself"),
     ("GET", "/health/live", "200 while the process serves HTTP"),
     ("GET", "/health/ready", "200 once the model is loaded and warmed up, 503 otherwise"),
+    ("GET", "/metrics", "Prometheus metrics (health probes and /metrics itself not counted)"),
+    ("GET", "/v2", "Open Inference Protocol (V2): server metadata"),
+    ("GET", "/v2/health/live", "V2 liveness"),
+    ("GET", "/v2/health/ready", "V2 readiness"),
+    ("GET", "/v2/models/{name}[/versions/{version}]", "V2 model metadata"),
+    ("GET", "/v2/models/{name}[/versions/{version}]/ready", "V2 model readiness"),
+    ("POST", "/v2/models/{name}[/versions/{version}]/infer", "V2 inference"),
 ]
 
 
@@ -101,6 +113,7 @@ def predict() -> Response:
     service = state()
     payload = decode_json(request.get_data(cache=False))
     rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
+    g.rows = len(rows)
     return jsonify(service.predictor.predict(rows))
 
 

@@ -1,4 +1,7 @@
-"""One JSON error envelope for every error status: {"error": {"code", "message", "field"?}, "request_id"}."""
+"""One JSON error envelope for every error status: {"error": {"code", "message", "field"?}, "request_id"}.
+
+Under /v2 the Open Inference Protocol's own shape is used instead: {"error": "message"}.
+"""
 from __future__ import annotations
 
 import logging
@@ -27,6 +30,10 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    if request.path == "/v2" or request.path.startswith("/v2/"):
+        response = jsonify(error=message)
+        response.status_code = status
+        return response
     error = {"code": code, "message": message}
     if field is not None:
         error["field"] = field

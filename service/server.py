@@ -1,7 +1,9 @@
 """waitress with explicit limits, and a graceful stop on SIGTERM/SIGINT.
 
-On the signal: readiness turns false at once, the listening socket closes, requests in flight finish,
-and the process leaves within DRAIN_SECONDS whatever clients do.
+On the signal: readiness turns false at once; connections already queued in the listen backlog are adopted,
+then the listening socket closes; each connection is closed once it has nothing queued, running or unsent and
+has been quiet briefly (so a request already on its way is still read and answered); the process leaves when
+no connection is left, and within DRAIN_SECONDS whatever clients do.
 """
 from __future__ import annotations
 
@@ -38,10 +40,30 @@ def make_server(app: Flask) -> Any:
     )
 
 
-def _busy(server: Any) -> bool:
-    """A request is queued, running, or has a response still to send."""
-    return any(channel.requests or channel.total_outbufs_len
-               for channel in list(server.active_channels.values()))
+QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or unsent, is done
+
+
+def _close_finished(server: Any, draining_since: float) -> None:
+    """Mark for closing every connection with nothing queued, running or unsent that has been quiet for
+    QUIET_SECONDS, counted from the drain's start at the earliest: an idle keep-alive client still gets that
+    long to send a request it had already started."""
+    quiet_since = time.time() - QUIET_SECONDS
+    for channel in list(server.active_channels.values()):
+        idle = not (channel.requests or channel.total_outbufs_len)
+        if idle and max(channel.last_activity, draining_since) <= quiet_since:
+            channel.will_close = True  # the loop's next pass closes it
+
+
+def _stop_listening(server: Any) -> None:
+    """Adopt the connections the kernel already queued, then close the listening socket."""
+    server.accepting = False
+    while True:
+        before = len(server._map)
+        server.handle_accept()
+        if len(server._map) == before:
+            break
+    server.del_channel()
+    server.socket.close()
 
 
 def serve(app: Flask) -> None:
@@ -63,10 +85,10 @@ def serve(app: Flask) -> None:
 
     drain = app.config["DRAIN_SECONDS"]
     deadline = time.monotonic() + drain
-    server.accepting = False
-    server.del_channel()
-    server.socket.close()
-    while _busy(server) and time.monotonic() < deadline:
+    _stop_listening(server)
+    draining_since = time.time()  # wall clock, like waitress's last_activity
+    while server.active_channels and time.monotonic() < deadline:
+        _close_finished(server, draining_since)
         server.asyncore.loop(timeout=0.05, map=server._map, count=1)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
     log.info("stopped (drain limit %.1f s)", drain)

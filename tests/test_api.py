@@ -28,8 +28,9 @@ def test_index_lists_every_endpoint_and_each_answers(client):
     body = client.get("/").get_json()
     assert body["model"]["name"]
     for endpoint in body["endpoints"]:
+        path = endpoint["path"].replace("{name}", body["model"]["name"]).replace("[/versions/{version}]", "")
         if endpoint["method"] == "GET":
-            assert client.get(endpoint["path"]).status_code == 200, endpoint
+            assert client.get(path).status_code == 200, endpoint
     assert {e["path"] for e in body["endpoints"]} >= {"/predict", "/example", "/metadata", "/health/ready"}
 
 

@@ -11,6 +11,7 @@ from service.app import create_app
 
 from ..conftest import BUNDLES
 from ..test_errors import BAD_BODIES
+from .conftest import http
 
 pytestmark = pytest.mark.container
 
@@ -131,3 +132,17 @@ def test_image_is_within_the_size_budget(image):
     assert image["size"] <= image["budget"]["limit"]
     assert 0 < image["compressed_size"] < image["size"]
     assert image["layers"][-1]["size"] < 1_000_000, "service/ must be the thin top layer"
+
+
+def test_v2_infer_and_metrics_answer_as_in_process(served, local):
+    card = local.extensions["model_service"].bundle.card
+    features = [f["name"] for f in card["features"]]
+    body = {"id": "v2-1", "inputs": [{"name": "input-0", "shape": [1, len(features)], "datatype": "FP64",
+                                      "data": [f["min"] for f in card["features"]]}]}
+    path = f"/v2/models/{card['name']}/infer"
+    status, _, answer = served.call("POST", path, body)
+    assert status == 200 and answer == local.test_client().post(path, json=body).get_json()
+    status, _, missing = served.call("GET", "/v2/models/nope")
+    assert status == 404 and set(missing) == {"error"}
+    text = http("GET", served.url + "/metrics")[2].decode()
+    assert f'model_info{{name="{card["name"]}"' in text and 'endpoint="/v2/models/<name>/infer"' in text

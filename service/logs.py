@@ -1,0 +1,58 @@
+"""JSON logs: one object per line from json.dumps (so any text is escaped), and one access line per request.
+
+Access lines carry method, path, status, latency, rows and request id; never a feature value. Health and
+metrics probes are logged at DEBUG, so INFO shows traffic, not probes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import time
+
+from flask import Flask, Response, g, request
+
+ACCESS = logging.getLogger("service.access")
+PROBES = ("/health/", "/v2/health/", "/metrics")
+RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """time, level, logger, message, the record's extra fields, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        entry.update({key: value for key, value in vars(record).items() if key not in RESERVED})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def is_probe(path: str) -> bool:
+    return path.startswith(PROBES) or path == "/v2/health"
+
+
+def install(app: Flask) -> None:
+    """Time every request and write its access line."""
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def access_line(response: Response) -> Response:
+        latency = time.perf_counter() - g.get("started", time.perf_counter())
+        ACCESS.log(logging.DEBUG if is_probe(request.path) else logging.INFO, "%s %s %s",
+                   request.method, request.path, response.status_code,
+                   extra={"method": request.method, "path": request.path, "status": response.status_code,
+                          "latency_ms": round(latency * 1000, 3), "rows": g.get("rows"),
+                          "request_id": g.get("request_id")})
+        return response

@@ -1,0 +1,60 @@
+"""Prometheus metrics at /metrics (prometheus_client), one registry per app.
+
+Counted: every request but health probes and /metrics itself, by endpoint (the route template, so the label
+set stays bounded), method and status; its latency; rows predicted; requests in flight; model info.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from .logs import is_probe
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, card: dict) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("endpoint", "method", "status")
+        self.requests = Counter("http_requests", "HTTP requests answered", labels, registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "Time to answer a request", labels,
+                                 buckets=BUCKETS, registry=self.registry)
+        self.rows = Counter("predicted_rows", "Rows predicted", ("endpoint",), registry=self.registry)
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being answered", registry=self.registry)
+        Info("model", "The served model", registry=self.registry).info(
+            {"name": card["name"], "version": card["version"], "sha256": card["artifact"]["sha256"]})
+
+    def export(self) -> Response:
+        return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def install(app: Flask, metrics: Metrics) -> None:
+    @app.before_request
+    def enter() -> None:
+        g.counted = not is_probe(request.path)
+        if g.counted:
+            metrics.in_flight.inc()
+            g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        if g.get("counted"):
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            labels = (endpoint, request.method, str(response.status_code))
+            metrics.requests.labels(*labels).inc()
+            metrics.latency.labels(*labels).observe(time.perf_counter() - g.metrics_started)
+            if g.get("rows") and response.status_code == 200:
+                metrics.rows.labels(endpoint).inc(g.rows)
+        return response
+
+    @app.teardown_request
+    def leave(_error: BaseException | None) -> None:
+        if g.get("counted"):
+            metrics.in_flight.dec()
+
+    @app.get("/metrics")
+    def export() -> Response:
+        return metrics.export()

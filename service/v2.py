@@ -1,0 +1,177 @@
+"""Open Inference Protocol (V2) REST routes, so KServe and MLServer clients can call this server.
+
+Inputs may come as one tensor per feature (shape [N] or [N, 1], named like the card's features) or as a single
+[N, F] tensor in the card's feature order; data flat (row-major) or nested. They become records and go through
+the same validation as /predict. Outputs: `predict` (FP64 for a regressor, BYTES labels for a classifier) and,
+for a classifier, `predict_proba` (FP64, [N, classes]).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from . import __version__
+from .errors import ApiError
+from .inputs import decode_json, parse_rows
+
+v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
+DATATYPES = NUMERIC | {"BOOL", "BYTES"}
+
+
+def _service() -> Any:
+    from .app import state
+    return state()
+
+
+def _model(name: str, version: str | None) -> Any:
+    """The served bundle, or 404 naming what is served."""
+    service = _service()
+    card = service.bundle.card
+    if name != card["name"]:
+        raise ApiError(404, "model_not_found", f"unknown model '{name}': this server serves '{card['name']}'")
+    if version is not None and version != card["version"]:
+        raise ApiError(404, "version_not_found",
+                       f"unknown version '{version}' of '{name}': this server serves version '{card['version']}'")
+    return service
+
+
+def _not_ready() -> Response:
+    response = jsonify(ready=False)
+    response.status_code = 503
+    return response
+
+
+@v2.get("")
+def server_metadata() -> Response:
+    return jsonify(name="sklearn-model-service", version=__version__, extensions=[])
+
+
+@v2.get("/health/live")
+def live() -> Response:
+    return jsonify(live=True)
+
+
+@v2.get("/health/ready")
+def ready() -> Response:
+    return jsonify(ready=True) if _service().ready.is_set() else _not_ready()
+
+
+@v2.get("/models/<name>")
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None) -> Response:
+    service = _model(name, version)
+    card, bundle = service.bundle.card, service.bundle
+    outputs = [{"name": "predict", "datatype": "BYTES" if bundle.is_classifier else "FP64", "shape": [-1]}]
+    if service.predictor.has_proba:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(bundle.classes)]})
+    return jsonify(name=card["name"], versions=[card["version"]], platform="sklearn",
+                   inputs=[{"name": f, "datatype": "FP64", "shape": [-1]} for f in bundle.feature_names],
+                   outputs=outputs)
+
+
+@v2.get("/models/<name>/ready")
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None) -> Response:
+    service = _model(name, version)
+    return jsonify(name=name, ready=True) if service.ready.is_set() else _not_ready()
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ApiError(422, "invalid_tensor", f"{where}: 'data' must be a list")
+    flat: list[Any] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _tensor(tensor: Any, position: int) -> tuple[str, list[int], list[Any]]:
+    """Validate one input tensor's envelope; returns name, shape and flat data."""
+    where = f"inputs[{position}]"
+    if not isinstance(tensor, dict):
+        raise ApiError(422, "invalid_tensor", f"{where}: expected an object with name, shape, datatype, data")
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(name, str) or not name:
+        raise ApiError(422, "invalid_tensor", f"{where}: 'name' must be a non-empty string")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                          and d >= 0 for d in shape):
+        raise ApiError(422, "invalid_tensor", f"{where} '{name}': 'shape' must be a list of sizes", name)
+    if datatype not in DATATYPES:
+        raise ApiError(422, "invalid_tensor", f"{where} '{name}': unknown datatype {datatype!r}", name)
+    if datatype not in NUMERIC:
+        raise ApiError(422, "invalid_tensor", f"{where} '{name}': {datatype} is not accepted, send FP64 "
+                                              f"(or another numeric type)", name)
+    data = _flatten(tensor.get("data"), f"{where} '{name}'")
+    if len(data) != math.prod(shape):
+        raise ApiError(422, "invalid_tensor", f"{where} '{name}': shape {shape} needs {math.prod(shape)} values, "
+                                              f"got {len(data)}", name)
+    return name, shape, data
+
+
+def records_from_inputs(inputs: Any, features: list[str]) -> list[dict[str, Any]]:
+    """V2 input tensors as records keyed by feature name."""
+    if not isinstance(inputs, list) or not inputs:
+        raise ApiError(422, "invalid_tensor", "'inputs' must be a non-empty list of tensors")
+    tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in features:
+        name, (rows, columns), data = tensors[0]
+        if columns != len(features):
+            raise ApiError(422, "invalid_tensor", f"input '{name}' has {columns} columns, the model takes "
+                                                  f"{len(features)}: {', '.join(features)}", name)
+        return [dict(zip(features, data[r * columns:(r + 1) * columns])) for r in range(rows)]
+    columns: dict[str, list[Any]] = {}
+    for name, shape, data in tensors:
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise ApiError(422, "invalid_tensor", f"input '{name}': a feature tensor has shape [N] or [N, 1], "
+                                                  f"not {shape}", name)
+        if name in columns:
+            raise ApiError(422, "invalid_tensor", f"input '{name}' is given twice", name)
+        columns[name] = data
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) != 1:
+        raise ApiError(422, "inconsistent_index", "every feature tensor must have the same number of rows")
+    # missing and unknown features are reported by parse_rows, by name
+    return [{name: values[row] for name, values in columns.items()} for row in range(lengths.pop())]
+
+
+@v2.post("/models/<name>/infer")
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None) -> Response:
+    service = _model(name, version)
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    payload = decode_json(request.get_data(cache=False))
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
+    features = service.bundle.feature_names
+    rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
+                      current_app.config["MAX_ROWS"])
+    result = service.predictor.predict(rows)
+    count = g.rows = len(rows)
+    outputs = [{"name": "predict", "shape": [count],
+                "datatype": "BYTES" if service.bundle.is_classifier else "FP64", "data": result["predictions"]}]
+    if "probabilities" in result:
+        labels = [str(label) for label in service.bundle.classes]
+        outputs.append({"name": "predict_proba", "shape": [count, len(labels)], "datatype": "FP64",
+                        "data": [row[label] for row in result["probabilities"] for label in labels]})
+    wanted = payload.get("outputs")
+    if wanted is not None:
+        names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
+            if isinstance(wanted, list) else [None]
+        unknown = [n for n in names if n not in {o["name"] for o in outputs}]
+        if unknown:
+            raise ApiError(422, "unknown_output", f"unknown output {unknown[0]!r}: this model has "
+                                                  f"{', '.join(o['name'] for o in outputs)}")
+        outputs = [o for o in outputs if o["name"] in names]
+    supplied = payload.get("id")
+    return jsonify(model_name=service.bundle.card["name"], model_version=service.bundle.card["version"],
+                   id=supplied if isinstance(supplied, str) else g.request_id, outputs=outputs)

@@ -1,0 +1,89 @@
+"""Access logs (JSON, no feature values, probes at DEBUG) and Prometheus metrics (probes not counted)."""
+from __future__ import annotations
+
+import json
+import logging
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.logs import JsonFormatter
+
+from .test_api import records_for
+
+
+def access_records(caplog):
+    return [r for r in caplog.records if r.name == "service.access"]
+
+
+def test_one_json_access_line_per_request_without_feature_values(client, service, caplog):
+    caplog.set_level(logging.DEBUG, logger="service.access")
+    records = records_for(service, 3)
+    client.post("/predict", json=records, headers={"X-Request-ID": "log-1"})
+    (record,) = access_records(caplog)
+    line = json.loads(JsonFormatter().format(record))
+    assert record.levelno == logging.INFO
+    assert {k: line[k] for k in ("method", "path", "status", "rows", "request_id")} == {
+        "method": "POST", "path": "/predict", "status": 200, "rows": 3, "request_id": "log-1"}
+    assert line["latency_ms"] > 0 and line["time"].endswith("+00:00")
+    text = JsonFormatter().format(record)
+    for value in records[0].values():
+        assert repr(value) not in text and json.dumps(value) not in text
+
+
+def test_probes_are_logged_at_debug_only(client, caplog):
+    caplog.set_level(logging.DEBUG, logger="service.access")
+    for path in ("/health/live", "/health/ready", "/v2/health/ready", "/metrics"):
+        client.get(path)
+    assert {r.levelno for r in access_records(caplog)} == {logging.DEBUG}
+
+
+def test_the_formatter_escapes_whatever_it_is_given():
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, 'quote " newline \n tab \t %s', ("\u2028",), None)
+    record.path = '/a"b'
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert json.loads(line)["message"] == 'quote " newline \n tab \t \u2028' and json.loads(line)["path"] == '/a"b'
+
+
+def samples(client) -> dict:
+    text = client.get("/metrics").get_data(as_text=True)
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found, metric, **labels):
+    return found.get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_requests_rows_and_latency_but_not_probes(client, service):
+    before = samples(client)
+    client.post("/predict", json=records_for(service, 4))
+    client.post("/predict", json=[])
+    for path in ("/health/live", "/health/ready", "/v2/health/live", "/metrics"):
+        client.get(path)
+    after = samples(client)
+    ok = dict(endpoint="/predict", method="POST", status="200")
+    assert value(after, "http_requests_total", **ok) - value(before, "http_requests_total", **ok) == 1
+    bad = dict(endpoint="/predict", method="POST", status="422")
+    assert value(after, "http_requests_total", **bad) - value(before, "http_requests_total", **bad) == 1
+    assert value(after, "http_request_duration_seconds_count", **ok) - \
+        value(before, "http_request_duration_seconds_count", **ok) == 1
+    assert value(after, "predicted_rows_total", endpoint="/predict") - \
+        value(before, "predicted_rows_total", endpoint="/predict") == 4
+    assert not any(dict(labels).get("endpoint", "").startswith(("/health", "/metrics", "/v2/health"))
+                   for _, labels in after)
+    assert value(after, "http_requests_in_flight") == 0
+    card = service.bundle.card
+    assert value(after, "model_info", name=card["name"], version=card["version"],
+                 sha256=card["artifact"]["sha256"]) == 1
+
+
+def test_unmatched_paths_share_one_label(client):
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+    found = samples(client)
+    assert value(found, "http_requests_total", endpoint="unmatched", method="GET", status="404") >= 2
+    assert not any("/no/such" in str(labels) for _, labels in found)
