@@ -119,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.latest and not args.push:
         print("error: --latest only applies with --push", file=sys.stderr)
         return 2
+    if args.push:
+        from .publish import check_repository
+        try:
+            check_repository(args.push)
+        except BuildError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         build(args)
     except BuildError as exc:

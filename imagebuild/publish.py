@@ -19,6 +19,16 @@ from . import BuildError
 from .progress import say
 
 READY_TIMEOUT = 60.0
+# Docker's reference grammar for a repository (no tag, no digest): [host[:port]/]component(/component)*
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*$")
+
+
+def check_repository(repository: str) -> None:
+    """Fail before building when the name cannot be pushed: one line with the rule and an example."""
+    if not REPOSITORY.match(repository) or len(repository) > 255:
+        raise BuildError(f"'{repository}' is not a repository name: lowercase letters, digits and . _ - "
+                         f"between slashes, no tag or digest, e.g. ghcr.io/you/sklearn-model-service")
 
 
 def registry_of(repository: str) -> str:
@@ -133,10 +143,14 @@ def publish(client: Any, image: str, repository: str, tags: list[str]) -> str:
     registry = registry_of(repository)
     if auth:
         _login(client, registry, auth)
+    check_repository(repository)
     local = client.images.get(image)
     digests = set()
     for tag in tags:
-        local.tag(repository, tag=tag)
+        try:
+            local.tag(repository, tag=tag)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"cannot tag {repository}:{tag}: {exc.explanation or exc}") from None
         say(f"pushing {repository}:{tag}")
         digests.add(_push(client, repository, tag, auth))
     if len(digests) != 1:

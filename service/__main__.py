@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from . import logs
 from .bundle import BundleError
-from .config import ConfigError
+from .config import ConfigError, settings_from_env
 
 
 def main() -> int:
-    logs.configure(os.environ.get("SERVICE_LOG_LEVEL", "INFO").upper())
     from .app import EXTENSION, create_app
     from .server import serve
     try:
+        logs.configure(settings_from_env()["LOG_LEVEL"].upper())
         app = create_app()
     except (BundleError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,9 @@ SETTINGS: dict[str, tuple[str, Any, type]] = {
     "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int),
     "MAX_ROWS": ("SERVICE_MAX_ROWS", 1000, int),
     "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float),
+    "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str),
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(Exception):
@@ -40,5 +42,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             raise ConfigError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
         if kind is not str and value <= 0:
             raise ConfigError(f"{variable}={raw!r} must be greater than zero")
+        if key == "LOG_LEVEL" and value.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{variable}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
         settings[key] = value
     return settings

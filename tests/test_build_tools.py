@@ -136,3 +136,27 @@ def test_requirement_blocks_keep_their_hashes():
     found = wheels.blocks(ROOT / "requirements.txt")
     assert len(found) == len(requirements.pinned(ROOT / "requirements.txt"))
     assert all("==" in block and "--hash=sha256:" in block for block in found)
+
+
+@pytest.mark.parametrize("repository,valid", [
+    ("ghcr.io/you/sklearn-model-service", True), ("127.0.0.1:5000/ml/model_server", True),
+    ("docker.io/you/a.b__c-d", True), ("you/name", True), ("name", True),
+    ("ghcr.io/You/Name", False), ("you/name:tag", False), ("you/name@sha256:abc", False),
+    ("you//name", False), ("you/name-", False), ("has space/x", False), ("", False),
+])
+def test_repository_names_follow_dockers_grammar(repository, valid):
+    from imagebuild.publish import check_repository
+    if valid:
+        check_repository(repository)
+    else:
+        with pytest.raises(BuildError, match="is not a repository name"):
+            check_repository(repository)
+
+
+def test_unpushable_name_fails_before_building():
+    result = subprocess.run([sys.executable, "scripts/build.py", "--push", "ghcr.io/You/Bad Name"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("error: 'ghcr.io/You/Bad Name' is not a repository name: lowercase letters, "
+                                     "digits and . _ - between slashes, no tag or digest, "
+                                     "e.g. ghcr.io/you/sklearn-model-service")

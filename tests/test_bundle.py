@@ -85,8 +85,13 @@ def test_start_up_fails_with_one_line_and_exit_2(bundle_copy):
     assert len(lines) == 1 and lines[0].startswith("error: artifact ") and "sha256" in lines[0]
 
 
-def test_bad_setting_fails_with_one_line_and_exit_2():
+@pytest.mark.parametrize("variable,value,message", [
+    ("SERVICE_PORT", "eighty", "error: SERVICE_PORT='eighty' is not a valid int"),
+    ("SERVICE_THREADS", "0", "error: SERVICE_THREADS='0' must be greater than zero"),
+    ("SERVICE_LOG_LEVEL", "LOUD", "error: SERVICE_LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+])
+def test_bad_setting_fails_with_one_line_and_exit_2(variable, value, message):
     result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
-                            env={"SERVICE_PORT": "eighty", "PATH": "/usr/bin:/bin"}, timeout=60)
+                            env={variable: value, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: SERVICE_PORT='eighty' is not a valid int"
+    assert result.stderr.strip() == message

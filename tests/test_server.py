@@ -26,11 +26,14 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def server():
+def server(tmp_path):
+    """The server process; its log goes to a file (a pipe read only at the end fills up and blocks it)."""
     port = free_port()
     env = {**os.environ, "SERVICE_PORT": str(port), "SERVICE_THREADS": "4", "SERVICE_DRAIN_SECONDS": "5"}
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
-                               text=True)
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=log, text=True)
+    process.log_path = log_path
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -42,19 +45,21 @@ def server():
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail(f"server not ready: {process.stderr.read()}")
+        pytest.fail(f"server not ready: {log_path.read_text()}")
     try:
         yield process, port
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+        log.close()
 
 
 def test_start_up_is_logged_as_json_with_the_model(server):
     process, _ = server
     process.send_signal(signal.SIGTERM)
-    lines = [json.loads(line) for line in process.communicate(timeout=10)[1].splitlines()]
+    process.wait(timeout=10)
+    lines = [json.loads(line) for line in process.log_path.read_text().splitlines()]
     start = next(entry for entry in lines if entry["message"].startswith("model "))
     assert start["model"] == "diabetes-progression" and len(start["sha256"]) == 64
     assert start["level"] == "INFO" and start["time"].endswith("+00:00")
@@ -109,9 +114,14 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
 
     assert ready.status == 503
     accepted = [r for r in results if r[2] != "refused"]
-    failures = [r for r in accepted if r[2] != "200"]
+    # Started before the signal: every one must succeed. Started after it: the listener is closing, so a
+    # connection may be refused, or reset if the kernel completed its handshake in the instant between the last
+    # adopted connection and the close; it must never get an error status.
+    failures = [r for r in accepted if r[0] < signalled and r[2] != "200"]
+    late_errors = [r for r in results if r[0] >= signalled and r[2] not in ("200", "refused", "ConnectionResetError")]
     in_flight = [r for r in accepted if r[0] < signalled < r[1]]
     assert code == 0 and exited < 5.5
     assert not failures, failures[:5]
+    assert not late_errors, late_errors[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
     assert len(accepted) > 20
