@@ -10,7 +10,8 @@ from .config import ConfigError, settings_from_env
 
 
 def main() -> int:
-    from .app import EXTENSION, create_app
+    from .app import create_app
+    from .state import EXTENSION
     from .server import serve
     try:
         logs.configure(settings_from_env()["LOG_LEVEL"].upper())

@@ -3,42 +3,26 @@ from __future__ import annotations
 
 import platform
 import re
-import threading
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from . import __version__, logs, metrics
-from .bundle import ModelBundle, load_bundle
+from .bundle import load_bundle
 from .config import settings_from_env
-from .errors import ApiError, register_error_handlers
+from .errors import register_error_handlers
 from .examples import build_examples
-from .inputs import decode_json, parse_rows
+from .inputs import parse_rows, read_json_body
 from .metrics import Metrics
 from .predictor import Predictor
+from .state import EXTENSION, ServiceState, state
 from .v2 import v2
 
-EXTENSION = "model_service"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 api = Blueprint("api", __name__)
-
-
-@dataclass
-class ServiceState:
-    """What lives as long as the app: the bundle, its predictor, the examples, and readiness."""
-
-    bundle: ModelBundle
-    predictor: Predictor
-    examples: list[dict[str, Any]]
-    ready: threading.Event = field(default_factory=threading.Event)
-
-
-def state() -> ServiceState:
-    return current_app.extensions[EXTENSION]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -107,11 +91,8 @@ def index() -> Response:
 
 @api.post("/predict")
 def predict() -> Response:
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type",
-                       f"send Content-Type: application/json (got {request.mimetype or 'none'!r})")
     service = state()
-    payload = decode_json(request.get_data(cache=False))
+    payload = read_json_body()
     rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
     g.rows = len(rows)
     return jsonify(service.predictor.predict(rows))

@@ -11,11 +11,21 @@ import json
 import math
 from typing import Any, Sequence
 
+from flask import request
+
 from .errors import ApiError
 
 
 def _invalid(code: str, message: str, field: str | None = None) -> ApiError:
     return ApiError(422, code, message, field)
+
+
+def read_json_body() -> Any:
+    """The request's body as strict JSON; 415 unless it is declared as JSON."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       f"send Content-Type: application/json (got {request.mimetype or 'none'!r})")
+    return decode_json(request.get_data(cache=False))
 
 
 def decode_json(body: bytes) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 from waitress.server import create_server
 
-from .app import EXTENSION
+from .state import EXTENSION
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it through the trigger

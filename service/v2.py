@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from . import __version__
 from .errors import ApiError
-from .inputs import decode_json, parse_rows
+from .inputs import parse_rows, read_json_body
+from .state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -22,14 +23,9 @@ NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT
 DATATYPES = NUMERIC | {"BOOL", "BYTES"}
 
 
-def _service() -> Any:
-    from .app import state
-    return state()
-
-
 def _model(name: str, version: str | None) -> Any:
     """The served bundle, or 404 naming what is served."""
-    service = _service()
+    service = state()
     card = service.bundle.card
     if name != card["name"]:
         raise ApiError(404, "model_not_found", f"unknown model '{name}': this server serves '{card['name']}'")
@@ -57,7 +53,7 @@ def live() -> Response:
 
 @v2.get("/health/ready")
 def ready() -> Response:
-    return jsonify(ready=True) if _service().ready.is_set() else _not_ready()
+    return jsonify(ready=True) if state().ready.is_set() else _not_ready()
 
 
 @v2.get("/models/<name>")
@@ -147,9 +143,7 @@ def records_from_inputs(inputs: Any, features: list[str]) -> list[dict[str, Any]
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     service = _model(name, version)
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    payload = decode_json(request.get_data(cache=False))
+    payload = read_json_body()
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
     features = service.bundle.feature_names

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import EXTENSION, create_app
+from service.app import create_app
+from service.state import EXTENSION
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = {"diabetes": ROOT / "models" / "diabetes", "iris": ROOT / "models" / "iris"}

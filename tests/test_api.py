@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service.app import EXTENSION, create_app
+from service.app import create_app
+from service.state import EXTENSION
 
 from .conftest import BUNDLES
 

@@ -65,7 +65,8 @@ def test_classifier_labels_must_match_the_estimator(tmp_path):
 
 
 def test_examples_fall_back_to_the_feature_ranges(bundle_copy):
-    from service.app import EXTENSION, create_app
+    from service.app import create_app
+    from service.state import EXTENSION
     edit_card(bundle_copy, lambda c: c.pop("examples"))
     app = create_app({"MODEL_DIR": str(bundle_copy)})
     examples = app.extensions[EXTENSION].examples

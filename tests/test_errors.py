@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from service.app import EXTENSION
+from service.state import EXTENSION
 
 
 def good_record(app) -> dict[str, float]:

@@ -50,7 +50,7 @@ def test_metadata_matches_in_process(served, local):
 
 
 def test_grid_of_predictions_matches_in_process(served, local):
-    features = local.extensions["model_service"].bundle.card["features"]
+    features = local.extensions[EXTENSION].bundle.card["features"]
     records = [{f["name"]: f["min"] + i / 29 * (f["max"] - f["min"]) for f in features} for i in range(30)]
     _, _, body = served.call("POST", "/predict", records)
     assert body == local.test_client().post("/predict", json=records).get_json()
@@ -135,7 +135,7 @@ def test_image_is_within_the_size_budget(image):
 
 
 def test_v2_infer_and_metrics_answer_as_in_process(served, local):
-    card = local.extensions["model_service"].bundle.card
+    card = local.extensions[EXTENSION].bundle.card
     features = [f["name"] for f in card["features"]]
     body = {"id": "v2-1", "inputs": [{"name": "input-0", "shape": [1, len(features)], "datatype": "FP64",
                                       "data": [f["min"] for f in card["features"]]}]}
