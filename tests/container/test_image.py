@@ -8,6 +8,7 @@ import pytest
 
 from service import __version__
 from service.app import create_app
+from service.state import EXTENSION
 
 from ..conftest import BUNDLES
 from ..test_errors import BAD_BODIES
