@@ -7,6 +7,7 @@ stdout carries the result (the report; with --push only `REPOSITORY@sha256:...`)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -76,10 +77,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     requirements.check()
     client = docker_client()
     lock = debian.read_lock()
-    before = repr(lock)
+    before = json.dumps(lock, sort_keys=True)
     builder_base = debian.builder_base(client, args.update_lock, lock)
     runtime = runtime_base(client, args.offline, args.update_lock, lock)
-    if repr(lock) != before:
+    if json.dumps(lock, sort_keys=True) != before:  # the content, not the key order, decides
         debian.write_lock(lock)
         say(f"wrote {debian.LOCK.relative_to(ROOT)}")
     debian.remove_superseded(client, {builder_base, runtime})
