@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from . import __version__, logs, metrics
+from . import __version__, logs, metrics, openapi
 from .bundle import load_bundle
 from .config import settings_from_env
 from .errors import register_error_handlers
@@ -20,6 +20,7 @@ from .predictor import Predictor
 from .state import EXTENSION, ServiceState, state
 from .v2 import v2
 
+OPENAPI = "openapi"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 api = Blueprint("api", __name__)
@@ -47,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.after_request(_common_headers)
     app.register_blueprint(api)
     app.register_blueprint(v2)
+    app.extensions[OPENAPI] = openapi.build(service, app.config["MAX_ROWS"])
     service.ready.set()
     return app
 
@@ -72,6 +74,7 @@ ENDPOINTS = [
     ("GET", "/health/live", "200 while the process serves HTTP"),
     ("GET", "/health/ready", "200 once the model is loaded and warmed up, 503 otherwise"),
     ("GET", "/metrics", "Prometheus metrics (health probes and /metrics itself not counted)"),
+    ("GET", "/openapi.json", "OpenAPI 3.1 description of every endpoint, with the live model's features"),
     ("GET", "/v2", "Open Inference Protocol (V2): server metadata"),
     ("GET", "/v2/health/live", "V2 liveness"),
     ("GET", "/v2/health/ready", "V2 readiness"),
@@ -139,6 +142,11 @@ def metadata() -> Response:
                "limits": {"max_rows": current_app.config["MAX_ROWS"],
                           "max_body_bytes": current_app.config["MAX_BODY_BYTES"]}}
     return jsonify(card=bundle.card, model=loaded, runtime=runtime)
+
+
+@api.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(current_app.extensions[OPENAPI])
 
 
 @api.get("/health/live")

@@ -101,7 +101,7 @@ def _tensor(tensor: Any, position: int) -> tuple[str, list[int], list[Any]]:
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool)
                                                           and d >= 0 for d in shape):
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': 'shape' must be a list of sizes", name)
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': unknown datatype {datatype!r}", name)
     if datatype not in NUMERIC:
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': {datatype} is not accepted, send FP64 "
@@ -161,7 +161,7 @@ def infer(name: str, version: str | None = None) -> Response:
     if wanted is not None:
         names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
             if isinstance(wanted, list) else [None]
-        unknown = [n for n in names if n not in {o["name"] for o in outputs}]
+        unknown = [n for n in names if not isinstance(n, str) or n not in {o["name"] for o in outputs}]
         if unknown:
             raise ApiError(422, "unknown_output", f"unknown output {unknown[0]!r}: this model has "
                                                   f"{', '.join(o['name'] for o in outputs)}")

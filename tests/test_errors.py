@@ -98,3 +98,24 @@ def test_unexpected_failure_is_a_500_envelope_without_traceback(client, service,
     assert response.get_json()["error"]["code"] == "internal_error"
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_values_the_estimator_refuses_are_a_422_not_a_500():
+    """Found by schemathesis: 1e300 is finite, but overflows the gradient boosting's float32 cast."""
+    from service.app import create_app
+    from .conftest import BUNDLES
+    app = create_app({"MODEL_DIR": str(BUNDLES["diabetes"])})
+    response = app.test_client().post("/predict", data=with_value(app, 1e300), content_type="application/json")
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "rejected_by_model" and "too large for dtype('float32')" in error["message"]
+
+
+def test_a_non_finite_answer_is_never_sent(client, service, monkeypatch):
+    import numpy as np
+    monkeypatch.setattr(service.bundle.model, "predict", lambda matrix: np.array([np.nan] * len(matrix)))
+    monkeypatch.setattr(service.bundle.model, "predict_proba",
+                        lambda matrix: np.full((len(matrix), 3), np.nan), raising=False)
+    response = client.post("/predict", data=with_value(client.application, 1), content_type="application/json")
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "rejected_by_model"
+    assert "NaN" not in response.get_data(as_text=True)

@@ -89,6 +89,9 @@ def bad(service):
         ("count mismatch", {"inputs": [{**good[0], "shape": [3]}] + good[1:]}, 422, "needs 3 values"),
         ("BYTES", {"inputs": [{**good[0], "datatype": "BYTES"}] + good[1:]}, 422, "BYTES is not accepted"),
         ("unknown datatype", {"inputs": [{**good[0], "datatype": "FP128"}] + good[1:]}, 422, "unknown datatype"),
+        # found by schemathesis: an object as datatype was a 500 (unhashable in the set lookup)
+        ("object datatype", {"inputs": [{**good[0], "datatype": {"a": {}}}] + good[1:]}, 422, "unknown datatype"),
+        ("list datatype", {"inputs": [{**good[0], "datatype": ["FP64"]}] + good[1:]}, 422, "unknown datatype"),
         ("missing feature", {"inputs": good[1:]}, 422, f"missing feature '{first}'"),
         ("unknown feature", {"inputs": good + [{**good[0], "name": "zzz"}]}, 422, "unknown feature 'zzz'"),
         ("twice", {"inputs": good + [good[0]]}, 422, "given twice"),
@@ -98,6 +101,8 @@ def bad(service):
         ("matrix columns", {"inputs": [{"name": "m", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]},
          422, "columns"),
         ("unknown output", {"inputs": good, "outputs": [{"name": "nope"}]}, 422, "unknown output 'nope'"),
+        ("object output name", {"inputs": good, "outputs": [{"name": {"a": 1}}]}, 422, "unknown output"),
+        ("outputs not a list", {"inputs": good, "outputs": "predict"}, 422, "unknown output"),
     ]
 
 

@@ -24,7 +24,7 @@ def local():
     return app
 
 
-@pytest.mark.parametrize("path", ["/", "/health/live", "/health/ready"])
+@pytest.mark.parametrize("path", ["/", "/health/live", "/health/ready", "/openapi.json"])
 def test_get_endpoints_answer_as_in_process(served, local, path):
     status, _, body = served.call("GET", path)
     assert status == 200

@@ -1,0 +1,125 @@
+"""The OpenAPI 3.1 document, built once at start-up from the live model: its features, limits and examples."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .state import ServiceState
+
+JSON = "application/json"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _v2_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/V2Error"}}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _obj(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
+    bundle, card = service.bundle, service.bundle.card
+    features = card["features"]
+    label = {"type": "string"} if bundle.is_classifier else {"type": "number"}
+    record = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
+              "properties": {f["name"]: {"type": "number", "description": f"{f['description']}"
+                                         + (f" ({f['unit']})" if f.get("unit") else "")
+                                         + f"; seen in training: {f['min']} to {f['max']}"} for f in features}}
+    columns = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
+               "properties": {f["name"]: {"type": "object", "minProperties": 1,
+                                          "additionalProperties": {"type": "number"}} for f in features}}
+    prediction = _obj(model={"type": "string"}, model_version={"type": "string"},
+                      predictions={"type": "array", "items": label})
+    if service.predictor.has_proba:
+        prediction["properties"]["probabilities"] = {
+            "type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}
+        prediction["required"].append("probabilities")
+    tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        "datatype": {"type": "string"}, "parameters": {"type": "object"}, "data": {"type": "array"}}}
+    model_path = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+                  "example": card["name"]}
+    version_path = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                    "example": card["version"]}
+    examples = {e["name"]: {"summary": e["description"], "value": e["request"]} for e in service.examples}
+
+    predict_errors = {"400": _error("malformed JSON"), "413": _error("body or rows over the limit"),
+                      "415": _error("not JSON"), "422": _error("a value or a feature is wrong")}
+    v2_metadata = {"200": _ok({"$ref": "#/components/schemas/V2ModelMetadata"}),
+                   "404": _v2_error("unknown model or version")}
+    v2_ready = {"200": _ok({"type": "object"}), "404": _v2_error("unknown model or version"),
+                "503": _ok({"type": "object"}, "not ready")}
+    v2_infer = {"requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "$ref": "#/components/schemas/V2InferRequest"}}}},
+                "responses": {"200": _ok({"$ref": "#/components/schemas/V2InferResponse"}),
+                              "400": _v2_error("malformed JSON"), "404": _v2_error("unknown model or version"),
+                              "413": _v2_error("body or rows over the limit"), "415": _v2_error("not JSON"),
+                              "422": _v2_error("a tensor or a value is wrong")}}
+    plain = {"200": _ok({"type": "object"})}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"sklearn-model-service: {card['title']}", "version": __version__,
+                 "description": f"{card['description']}\n\nModel {card['name']} {card['version']}, "
+                                f"artifact sha256 {card['artifact']['sha256']}. At most {max_rows} rows per request."},
+        "paths": {
+            "/": {"get": {"summary": "Index of the endpoints", "responses": plain}},
+            "/predict": {"post": {
+                "summary": "Predict for one record, a list of records, or pandas-style columns",
+                "requestBody": {"required": True, "content": {JSON: {
+                    "schema": {"oneOf": [{"$ref": "#/components/schemas/Record"},
+                                         {"type": "array", "items": {"$ref": "#/components/schemas/Record"},
+                                          "minItems": 1, "maxItems": max_rows},
+                                         {"$ref": "#/components/schemas/Columns"}]},
+                    "examples": examples}}},
+                "responses": {"200": _ok({"$ref": "#/components/schemas/Prediction"}), **predict_errors}}},
+            "/example": {"get": {"summary": "Runnable examples with the live model's answers", "responses": plain}},
+            "/examples": {"get": {"summary": "The same as /example", "responses": plain}},
+            "/metadata": {"get": {"summary": "Model card, loaded estimator, runtime", "responses": plain}},
+            "/health/live": {"get": {"summary": "Liveness", "responses": plain}},
+            "/health/ready": {"get": {"summary": "Readiness", "responses": {
+                **plain, "503": _ok({"type": "object"}, "not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": plain}},
+            "/v2": {"get": {"summary": "V2 server metadata", "responses": plain}},
+            "/v2/health/live": {"get": {"summary": "V2 liveness", "responses": plain}},
+            "/v2/health/ready": {"get": {"summary": "V2 readiness", "responses": {
+                **plain, "503": _ok({"type": "object"}, "not ready")}}},
+            "/v2/models/{name}": {"get": {"summary": "V2 model metadata", "parameters": [model_path],
+                                          "responses": v2_metadata}},
+            "/v2/models/{name}/versions/{version}": {"get": {
+                "summary": "V2 model metadata", "parameters": [model_path, version_path], "responses": v2_metadata}},
+            "/v2/models/{name}/ready": {"get": {"summary": "V2 model readiness", "parameters": [model_path],
+                                                "responses": v2_ready}},
+            "/v2/models/{name}/versions/{version}/ready": {"get": {
+                "summary": "V2 model readiness", "parameters": [model_path, version_path], "responses": v2_ready}},
+            "/v2/models/{name}/infer": {"post": {"summary": "V2 inference", "parameters": [model_path], **v2_infer}},
+            "/v2/models/{name}/versions/{version}/infer": {"post": {
+                "summary": "V2 inference", "parameters": [model_path, version_path], **v2_infer}},
+        },
+        "components": {"schemas": {
+            "Record": record,
+            "Columns": columns,
+            "Prediction": prediction,
+            "Error": {"type": "object", "required": ["error", "request_id"], "properties": {
+                "error": _obj(code={"type": "string"}, message={"type": "string"}),
+                "request_id": {"type": "string"}}},
+            "V2Error": _obj(error={"type": "string"}),
+            "V2ModelMetadata": _obj(name={"type": "string"}, versions={"type": "array", "items": {"type": "string"}},
+                                    platform={"type": "string"}, inputs={"type": "array"}, outputs={"type": "array"}),
+            "V2InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": tensor, "minItems": 1},
+                "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+            "V2InferResponse": _obj(model_name={"type": "string"}, model_version={"type": "string"},
+                                    id={"type": "string"}, outputs={"type": "array", "items": tensor}),
+        }},
+    }
