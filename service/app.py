@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import re
+import time
 import uuid
 from typing import Any, Mapping
 
@@ -42,7 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = service
 
     register_error_handlers(app)
-    app.before_request(_assign_request_id)
+    app.before_request(_begin_request)
     logs.install(app)
     metrics.install(app, Metrics(bundle.card))
     app.after_request(_common_headers)
@@ -53,7 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _assign_request_id() -> None:
+def _begin_request() -> None:
+    """The request's id and start time, shared by the access log and the metrics."""
+    g.started = time.perf_counter()
     supplied = request.headers.get("X-Request-ID", "")
     g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
 

@@ -32,12 +32,12 @@ class Metrics:
 
 
 def install(app: Flask, metrics: Metrics) -> None:
+    """Count and time each request (its start time is g.started, set when the request begins)."""
     @app.before_request
     def enter() -> None:
         g.counted = not is_probe(request.path)
         if g.counted:
             metrics.in_flight.inc()
-            g.metrics_started = time.perf_counter()
 
     @app.after_request
     def record(response: Response) -> Response:
@@ -45,7 +45,7 @@ def install(app: Flask, metrics: Metrics) -> None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
             labels = (endpoint, request.method, str(response.status_code))
             metrics.requests.labels(*labels).inc()
-            metrics.latency.labels(*labels).observe(time.perf_counter() - g.metrics_started)
+            metrics.latency.labels(*labels).observe(time.perf_counter() - g.started)
             if g.get("rows") and response.status_code == 200:
                 metrics.rows.labels(endpoint).inc(g.rows)
         return response
