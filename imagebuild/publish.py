@@ -92,7 +92,8 @@ def _push(client: Any, repository: str, tag: str, auth: dict[str, str] | None) -
     return digest
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -110,7 +111,7 @@ def _get(url: str, body: Any = None) -> tuple[int, Any]:
 
 def verify(client: Any, pinned: str) -> None:
     """Run the pulled image as production would and check that an example predicts as the image says."""
-    port = _free_port()
+    port = free_port()
     container = client.containers.run(
         pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"],
         security_opt=["no-new-privileges"], environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port)})

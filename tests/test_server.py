@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from imagebuild.publish import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps([{"age": 50 + i % 20, "sex": 1, "bmi": 25.0, "bp": 90, "s1": 180, "s2": 100, "s3": 50,
                     "s4": 4, "s5": 4.5, "s6": 90} for i in range(200)])
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture()

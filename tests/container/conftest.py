@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sys
 import time
 import urllib.error
@@ -13,14 +12,10 @@ from typing import Any, Iterator
 import pytest
 
 from imagebuild import cli
+from imagebuild.publish import free_port
 
 READY_TIMEOUT = 30.0
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
