@@ -3,11 +3,14 @@
     python3.13 build/trim.py /opt/venv
 
 Each rule prints what it removed. Kept on purpose: numpy.testing and numpy/_core/tests/_natype.py (imported at
-run time by scipy and scikit-learn), every .so untouched (strip breaks numpy.libs/scipy.libs), dist-info.
+run time by scipy and scikit-learn), every other .so unmodified (strip breaks numpy.libs/scipy.libs), dist-info.
+Identical shared libraries (numpy.libs and scipy.libs vendor the same libgfortran) become relative symlinks.
 The container tests run the whole service against the trimmed image: they are the proof of each rule.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +18,13 @@ from pathlib import Path
 KEEP = {"numpy/_core/tests/__init__.py", "numpy/_core/tests/_natype.py"}
 TEST_DIRS = {"tests", "test"}
 SOURCE_SUFFIXES = {".pyx", ".pxd", ".pxi", ".c", ".cc", ".cpp", ".h", ".hpp", ".f", ".f90", ".pyi", ".tmpl"}
+# numpy's SIMD test harness: only numpy's own test suite imports it.
+TEST_ONLY_MODULES = ("numpy/_core/_simd.cpython-*.so",)
+# What service/docs.py serves (tests/test_build_tools.py keeps the two lists equal); source maps and the other
+# Swagger UI builds go.
+SWAGGER_UI_SERVED = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+SWAGGER_UI_ASSETS = "swagger_ui_bundle/vendor/swagger-ui-*"
+VENDORED_LIBS = "*.libs/*"
 
 
 def size(path: Path) -> int:
@@ -46,6 +56,21 @@ def trim(site: Path) -> dict[str, tuple[int, int]]:
     for path in sorted(site.rglob("*")):
         if path.is_file() and path.suffix in SOURCE_SUFFIXES:
             drop("sources, headers, stubs", path)
+    for pattern in TEST_ONLY_MODULES:
+        for path in sorted(site.glob(pattern)):
+            drop("test-only modules", path)
+    for folder in sorted(site.glob(SWAGGER_UI_ASSETS)):
+        for path in sorted(folder.iterdir()):
+            if path.name not in SWAGGER_UI_SERVED:
+                drop("Swagger UI files /docs does not serve", path)
+    first_copy: dict[str, Path] = {}
+    for path in sorted(site.glob(VENDORED_LIBS)):
+        if path.is_symlink() or not path.is_file():
+            continue
+        kept = first_copy.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+        if kept != path:
+            drop("duplicate vendored libraries (now symlinks)", path)
+            path.symlink_to(os.path.relpath(kept, path.parent))
     return {rule: (count, nbytes) for rule, (count, nbytes) in removed.items()}
 
 

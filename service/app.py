@@ -19,6 +19,7 @@ from .inputs import parse_rows, read_json_body
 from .metrics import Metrics
 from .predictor import Predictor
 from .state import EXTENSION, ServiceState, state
+from .docs import docs
 from .v2 import v2
 
 OPENAPI = "openapi"
@@ -49,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.after_request(_common_headers)
     app.register_blueprint(api)
     app.register_blueprint(v2)
+    app.register_blueprint(docs)
     app.extensions[OPENAPI] = openapi.build(service, app.config["MAX_ROWS"])
     service.ready.set()
     return app
@@ -64,7 +66,7 @@ def _begin_request() -> None:
 def _common_headers(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Cache-Control", "no-store")  # the /docs assets set their own
     return response
 
 
@@ -78,6 +80,7 @@ ENDPOINTS = [
     ("GET", "/health/ready", "200 once the model is loaded and warmed up, 503 otherwise"),
     ("GET", "/metrics", "Prometheus metrics (health probes and /metrics itself not counted)"),
     ("GET", "/openapi.json", "OpenAPI 3.1 description of every endpoint, with the live model's features"),
+    ("GET", "/docs", "Swagger UI for /openapi.json, served from the image (no CDN)"),
     ("GET", "/v2", "Open Inference Protocol (V2): server metadata"),
     ("GET", "/v2/health/live", "V2 liveness"),
     ("GET", "/v2/health/ready", "V2 readiness"),

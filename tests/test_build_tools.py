@@ -160,3 +160,49 @@ def test_unpushable_name_fails_before_building():
     assert result.stderr.strip() == ("error: 'ghcr.io/You/Bad Name' is not a repository name: lowercase letters, "
                                      "digits and . _ - between slashes, no tag or digest, "
                                      "e.g. ghcr.io/you/sklearn-model-service")
+
+
+def test_swagger_ui_import_maps_to_the_package_that_renders_openapi_31(project):
+    assert "swagger-ui-bundle-v2" in requirements.scanned_packages(project / "service")
+    assert "swagger-ui-bundle" not in requirements.scanned_packages(project / "service")
+
+
+def _trim_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("trim_rules", ROOT / "build" / "trim.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trim_keeps_exactly_the_swagger_ui_files_docs_serves():
+    from service import docs
+    assert _trim_module().SWAGGER_UI_SERVED == set(docs.ASSETS)
+
+
+def test_trim_rules_on_a_fake_site(tmp_path: Path):
+    site = tmp_path / "site-packages"
+    files = {
+        "numpy/_core/_simd.cpython-313-x86_64-linux-gnu.so": b"simd",
+        "numpy/_core/tests/_natype.py": b"kept",
+        "numpy/_core/tests/test_x.py": b"dropped",
+        "numpy.libs/libgfortran-1.so": b"same bytes",
+        "scipy.libs/libgfortran-1.so": b"same bytes",
+        "scipy.libs/libquadmath-2.so": b"other bytes",
+        "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js": b"js",
+        "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.map": b"map",
+        "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-es-bundle.js": b"es",
+        "sklearn/tree/_tree.pxd": b"source",
+    }
+    for name, data in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(data)
+    removed = _trim_module().trim(site)
+    left = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() or p.is_symlink())
+    assert left == ["numpy.libs/libgfortran-1.so", "numpy/_core/tests/_natype.py", "scipy.libs/libgfortran-1.so",
+                    "scipy.libs/libquadmath-2.so", "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js"]
+    link = site / "scipy.libs/libgfortran-1.so"
+    assert link.is_symlink() and str(link.readlink()) == "../numpy.libs/libgfortran-1.so"
+    assert link.read_bytes() == b"same bytes"
+    assert removed["duplicate vendored libraries (now symlinks)"] == (1, len(b"same bytes"))
+    assert removed["Swagger UI files /docs does not serve"][0] == 2

@@ -1,0 +1,70 @@
+"""/docs: Swagger UI rendering /openapi.json, served from the swagger-ui-bundle-v2 package (no CDN)."""
+from __future__ import annotations
+
+import html
+
+from flask import Blueprint, Response, abort, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+
+from .state import state
+
+# The only Swagger UI files the page loads; build/trim.py removes the rest of the package's assets.
+ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+ASSET_MAX_AGE = 86400
+# No inline script: the page's own set-up code is /docs/init.js. Swagger UI sets inline style attributes.
+POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+          "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title} - API</title>
+<link rel="stylesheet" href="docs/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/swagger-ui-bundle.js"></script>
+<script src="docs/init.js"></script>
+</body>
+</html>
+"""
+
+# Relative URLs, so the page also works behind a proxy that mounts the service under a prefix.
+INIT = """window.ui = SwaggerUIBundle({
+  url: "openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout"
+});
+"""
+
+docs = Blueprint("docs", __name__)
+
+
+def _with_policy(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = POLICY
+    return response
+
+
+@docs.get("/docs")
+def page() -> Response:
+    title = html.escape(state().bundle.card["title"])
+    return _with_policy(Response(PAGE.format(title=title), mimetype="text/html"))
+
+
+@docs.get("/docs/init.js")
+def init_script() -> Response:
+    return _with_policy(Response(INIT, mimetype="text/javascript"))
+
+
+@docs.get("/docs/<name>")
+def asset(name: str) -> Response:
+    if name not in ASSETS:
+        abort(404)
+    response = send_from_directory(swagger_ui_path, name, max_age=ASSET_MAX_AGE)
+    return _with_policy(response)
+
