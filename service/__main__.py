@@ -1,29 +1,21 @@
-"""`python -m service`: load and verify the model bundle, then serve it on waitress."""
+"""`python -m service`: load and verify the model bundle, then serve it on waitress (see service/workers.py)."""
 from __future__ import annotations
 
-import logging
 import sys
 
 from . import logs
-from .bundle import BundleError
 from .config import ConfigError, settings_from_env
+from .workers import run
 
 
 def main() -> int:
-    from .app import create_app
-    from .state import EXTENSION
-    from .server import serve
     try:
-        logs.configure(settings_from_env()["LOG_LEVEL"].upper())
-        app = create_app()
-    except (BundleError, ConfigError) as exc:
+        settings = settings_from_env()
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    card = app.extensions[EXTENSION].bundle.card
-    logging.getLogger("service").info("model %s %s ready", card["name"], card["version"], extra={
-        "model": card["name"], "model_version": card["version"], "sha256": card["artifact"]["sha256"]})
-    serve(app)
-    return 0
+    logs.configure(settings["LOG_LEVEL"].upper())
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep responses in the order they are written
 
     bundle = load_bundle(app.config["MODEL_DIR"])
-    predictor = Predictor(bundle)
+    predictor = Predictor(bundle, app.config["BATCH_MAX_ROWS"], app.config["BATCH_MAX_WAIT_MS"] / 1000)
     examples = build_examples(bundle, predictor)  # doubles as the warm-up prediction
     service = ServiceState(bundle=bundle, predictor=predictor, examples=examples)
     app.extensions[EXTENSION] = service
@@ -101,10 +101,12 @@ def index() -> Response:
 @api.post("/predict")
 def predict() -> Response:
     service = state()
-    payload = read_json_body()
-    rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
-    g.rows = len(rows)
-    return jsonify(service.predictor.predict(rows))
+    with service.predictor.coming():
+        payload = read_json_body()
+        rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
+        g.rows = len(rows)
+        result = service.predictor.predict(rows)
+    return jsonify(result)
 
 
 @api.get("/example")

@@ -8,11 +8,16 @@ from typing import Any, Mapping
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "diabetes"
 
 # name -> (environment variable, default, type). The README's "Configuration" table mirrors this.
+# Numbers must be greater than zero, except those named in ZERO_ALLOWED.
 SETTINGS: dict[str, tuple[str, Any, type]] = {
     "MODEL_DIR": ("MODEL_DIR", str(DEFAULT_MODEL_DIR), str),
     "HOST": ("SERVICE_HOST", "127.0.0.1", str),
     "PORT": ("SERVICE_PORT", 8080, int),
-    "THREADS": ("SERVICE_THREADS", 4, int),
+    "WORKERS": ("SERVICE_WORKERS", 0, int),  # 0: one per CPU this process may run on
+    "PIN_CPUS": ("SERVICE_PIN_CPUS", 1, int),  # 1: each worker process bound to one CPU; 0: left to the kernel
+    "THREADS": ("SERVICE_THREADS", 16, int),
+    "BATCH_MAX_ROWS": ("SERVICE_BATCH_MAX_ROWS", 64, int),  # 0: no micro-batching
+    "BATCH_MAX_WAIT_MS": ("SERVICE_BATCH_MAX_WAIT_MS", 2.0, float),  # longest wait for announced requests
     "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int),
     "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int),
     "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int),
@@ -20,6 +25,7 @@ SETTINGS: dict[str, tuple[str, Any, type]] = {
     "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float),
     "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str),
 }
+ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -40,9 +46,22 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             value = kind(raw)
         except ValueError:
             raise ConfigError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
-        if kind is not str and value <= 0:
+        if kind is not str and key in ZERO_ALLOWED and value < 0:
+            raise ConfigError(f"{variable}={raw!r} must be zero or more")
+        if kind is not str and key not in ZERO_ALLOWED and value <= 0:
             raise ConfigError(f"{variable}={raw!r} must be greater than zero")
+        if key == "PIN_CPUS" and value not in (0, 1):
+            raise ConfigError(f"{variable}={raw!r} must be 0 or 1")
         if key == "LOG_LEVEL" and value.upper() not in LOG_LEVELS:
             raise ConfigError(f"{variable}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
         settings[key] = value
     return settings
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (a container's --cpuset-cpus shows here)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def worker_count(settings: Mapping[str, Any]) -> int:
+    return settings["WORKERS"] or len(usable_cpus())

@@ -34,6 +34,9 @@ def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # waitress warns "Task queue depth is N" for every request that waits for a free thread: under load, one
+    # line per request. The in-flight gauge at /metrics says the same once.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def is_probe(path: str) -> bool:

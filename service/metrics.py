@@ -2,13 +2,16 @@
 
 Counted: every request but health probes and /metrics itself, by endpoint (the route template, so the label
 set stays bounded), method and status; its latency; rows predicted; requests in flight; model info.
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set by service/workers.py) /metrics sums them all.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .logs import is_probe
 
@@ -23,12 +26,18 @@ class Metrics:
         self.latency = Histogram("http_request_duration_seconds", "Time to answer a request", labels,
                                  buckets=BUCKETS, registry=self.registry)
         self.rows = Counter("predicted_rows", "Rows predicted", ("endpoint",), registry=self.registry)
-        self.in_flight = Gauge("http_requests_in_flight", "Requests being answered", registry=self.registry)
-        Info("model", "The served model", registry=self.registry).info(
-            {"name": card["name"], "version": card["version"], "sha256": card["artifact"]["sha256"]})
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being answered", registry=self.registry,
+                               multiprocess_mode="livesum")
+        Gauge("model_info", "The served model (always 1)", ("name", "version", "sha256"), registry=self.registry,
+              multiprocess_mode="max").labels(card["name"], card["version"], card["artifact"]["sha256"]).set(1)
+        self.shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
     def export(self) -> Response:
-        return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+        registry = self.registry
+        if self.shared:  # every worker's files, read at each scrape
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def install(app: Flask, metrics: Metrics) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -25,12 +26,13 @@ LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it t
 WAITRESS_BODY_SLACK = 1 << 20
 
 
-def make_server(app: Flask) -> Any:
+def make_server(app: Flask, listener: socket.socket | None = None) -> Any:
+    """waitress on HOST:PORT, or on `listener`, a listening socket shared by worker processes."""
     config = app.config
+    where = {"sockets": [listener]} if listener is not None else {"host": config["HOST"], "port": config["PORT"]}
     return create_server(
         app,
-        host=config["HOST"],
-        port=config["PORT"],
+        **where,
         threads=config["THREADS"],
         connection_limit=config["CONNECTION_LIMIT"],
         channel_timeout=config["CHANNEL_TIMEOUT"],
@@ -66,9 +68,9 @@ def _stop_listening(server: Any) -> None:
     server.socket.close()
 
 
-def serve(app: Flask) -> None:
+def serve(app: Flask, listener: socket.socket | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain."""
-    server = make_server(app)
+    server = make_server(app, listener)
     stopping = threading.Event()
     ready = app.extensions[EXTENSION].ready
 

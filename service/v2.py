@@ -143,13 +143,14 @@ def records_from_inputs(inputs: Any, features: list[str]) -> list[dict[str, Any]
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     service = _model(name, version)
-    payload = read_json_body()
-    if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
-    features = service.bundle.feature_names
-    rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
-                      current_app.config["MAX_ROWS"])
-    result = service.predictor.predict(rows)
+    with service.predictor.coming():
+        payload = read_json_body()
+        if not isinstance(payload, dict):
+            raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
+        features = service.bundle.feature_names
+        rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
+                          current_app.config["MAX_ROWS"])
+        result = service.predictor.predict(rows)
     count = g.rows = len(rows)
     outputs = [{"name": "predict", "shape": [count],
                 "datatype": "BYTES" if service.bundle.is_classifier else "FP64", "data": result["predictions"]}]

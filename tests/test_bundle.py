@@ -77,10 +77,11 @@ def test_examples_fall_back_to_the_feature_ranges(bundle_copy):
         assert client.post("/predict", json=example["request"]).get_json() == example["response"]
 
 
-def test_start_up_fails_with_one_line_and_exit_2(bundle_copy):
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_start_up_fails_with_one_line_and_exit_2(bundle_copy, workers):
     (bundle_copy / "model.joblib").write_bytes(b"not a pickle")
-    result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
-                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin"}, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_WORKERS": workers})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: artifact ") and "sha256" in lines[0]
@@ -90,6 +91,9 @@ def test_start_up_fails_with_one_line_and_exit_2(bundle_copy):
     ("SERVICE_PORT", "eighty", "error: SERVICE_PORT='eighty' is not a valid int"),
     ("SERVICE_THREADS", "0", "error: SERVICE_THREADS='0' must be greater than zero"),
     ("SERVICE_LOG_LEVEL", "LOUD", "error: SERVICE_LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+    ("SERVICE_WORKERS", "-1", "error: SERVICE_WORKERS='-1' must be zero or more"),
+    ("SERVICE_PIN_CPUS", "2", "error: SERVICE_PIN_CPUS='2' must be 0 or 1"),
+    ("SERVICE_BATCH_MAX_WAIT_MS", "soon", "error: SERVICE_BATCH_MAX_WAIT_MS='soon' is not a valid float"),
 ])
 def test_bad_setting_fails_with_one_line_and_exit_2(variable, value, message):
     result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,

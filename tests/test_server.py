@@ -1,4 +1,5 @@
-"""The real server process: JSON start-up log, and SIGTERM under concurrent load loses no request in flight."""
+"""The real server process, with one worker and with several: JSON start-up log, SIGTERM under concurrent load
+loses no request in flight, workers bound to CPUs, metrics summed over workers, a dead worker replaced."""
 from __future__ import annotations
 
 import http.client
@@ -21,15 +22,21 @@ BODY = json.dumps([{"age": 50 + i % 20, "sex": 1, "bmi": 25.0, "bp": 90, "s1": 1
 
 
 
-@pytest.fixture()
-def server(tmp_path):
+def log_entries(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+def server(request, tmp_path):
     """The server process; its log goes to a file (a pipe read only at the end fills up and blocks it)."""
     port = free_port()
-    env = {**os.environ, "SERVICE_PORT": str(port), "SERVICE_THREADS": "4", "SERVICE_DRAIN_SECONDS": "5"}
+    env = {**os.environ, "SERVICE_PORT": str(port), "SERVICE_THREADS": "4", "SERVICE_DRAIN_SECONDS": "5",
+           "SERVICE_WORKERS": str(request.param)}
     log_path = tmp_path / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=log, text=True)
     process.log_path = log_path
+    process.workers = request.param
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -42,6 +49,8 @@ def server(tmp_path):
     else:
         process.kill()
         pytest.fail(f"server not ready: {log_path.read_text()}")
+    while time.monotonic() < deadline and log_path.read_text().count('"message": "model ') < request.param:
+        time.sleep(0.1)  # the first worker serves while the others load
     try:
         yield process, port
     finally:
@@ -55,10 +64,12 @@ def test_start_up_is_logged_as_json_with_the_model(server):
     process, _ = server
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=10)
-    lines = [json.loads(line) for line in process.log_path.read_text().splitlines()]
-    start = next(entry for entry in lines if entry["message"].startswith("model "))
-    assert start["model"] == "diabetes-progression" and len(start["sha256"]) == 64
-    assert start["level"] == "INFO" and start["time"].endswith("+00:00")
+    starts = [entry for entry in log_entries(process.log_path) if entry["message"].startswith("model ")]
+    assert len(starts) == process.workers
+    for start in starts:
+        assert start["model"] == "diabetes-progression" and len(start["sha256"]) == 64
+        assert start["level"] == "INFO" and start["time"].endswith("+00:00")
+        assert start["micro_batching"] is True
 
 
 def test_sigterm_under_load_completes_every_request_in_flight(server):
@@ -121,3 +132,68 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
     assert not late_errors, late_errors[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
     assert len(accepted) > 20
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def predict(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def worker_starts(process) -> dict[int, dict]:
+    """pid -> the worker's start-up log entry."""
+    return {entry["pid"]: entry for entry in log_entries(process.log_path) if entry["message"].startswith("model ")}
+
+
+def test_workers_are_bound_to_cpus_and_metrics_sum_over_them(server):
+    from service.config import usable_cpus
+    process, port = server
+    cpus = usable_cpus()
+    starts = worker_starts(process)
+    assert sorted(entry["worker"] for entry in starts.values()) == list(range(process.workers))
+    for entry in starts.values():
+        assert entry["cpus"] == [cpus[entry["worker"] % len(cpus)]]
+
+    # new connections land on either worker; the counter must see every request whichever answered it
+    statuses = [predict(port) for _ in range(40)]
+    assert statuses == [200] * 40
+    _, text = get(port, "/metrics")
+    total = [line for line in text.decode().splitlines()
+             if line.startswith('http_requests_total{endpoint="/predict",method="POST",status="200"}')]
+    assert total and float(total[0].split()[-1]) == 40.0
+    assert 'predicted_rows_total{endpoint="/predict"} 8000.0' in text.decode()
+    assert "model_info{" in text.decode()
+
+
+@pytest.mark.parametrize("server", [2], indirect=True, ids=["2 workers"])
+def test_a_worker_that_dies_is_replaced_and_the_shared_metrics_are_removed_at_exit(server):
+    process, port = server
+    victim = next(iter(worker_starts(process)))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(worker_starts(process)) < process.workers + 1:
+        time.sleep(0.1)
+    assert len(worker_starts(process)) == process.workers + 1, process.log_path.read_text()[-2000:]
+    assert [predict(port) for _ in range(10)] == [200] * 10
+    replaced = [e for e in log_entries(process.log_path) if e["message"].startswith("worker ") and e["level"] == "ERROR"]
+    assert replaced and "starting another" in replaced[0]["message"]
+    folder = next(e["metrics_folder"] for e in log_entries(process.log_path) if e["message"].endswith("workers started"))
+    assert Path(folder).is_dir()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert not Path(folder).exists()
