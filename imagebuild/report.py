@@ -120,7 +120,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    """Atomic: a reader never sees half a report."""
+    """Atomic: a reader never sees half a report. Missing parent folders are created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)

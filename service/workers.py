@@ -15,6 +15,7 @@ a private folder under /dev/shm (a tmpfs even in a read-only container).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -31,7 +32,6 @@ log = logging.getLogger("service")
 START_ERROR = 2  # a worker's exit code for "cannot start": bad bundle or setting; retrying cannot help
 RESPAWN_PAUSE = 1.0  # seconds before replacing a worker that died within this long of starting
 STOP_GRACE = 2.0  # seconds past DRAIN_SECONDS before a worker that has not left is killed
-METRICS_PARENTS = ("/dev/shm", tempfile.gettempdir())
 
 
 def pin(index: int, cpus: list[int]) -> None:
@@ -78,14 +78,17 @@ def listen(settings: Mapping[str, Any]) -> socket.socket:
 
 def metrics_folder() -> str:
     """A private folder for prometheus_client's multiprocess files; set before prometheus_client is imported."""
-    for parent in METRICS_PARENTS:
+    parents = ["/dev/shm"]  # a tmpfs in Docker and Kubernetes, even with a read-only root
+    with contextlib.suppress(OSError):  # a read-only root has no usable temporary folder at all
+        parents.append(tempfile.gettempdir())
+    for parent in parents:
         try:
             folder = tempfile.mkdtemp(prefix="service-metrics-", dir=parent)
         except OSError:
             continue
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         return folder
-    raise OSError(f"no writable folder for the workers' shared metrics (tried {', '.join(METRICS_PARENTS)}); "
+    raise OSError(f"no writable folder for the workers' shared metrics (tried {', '.join(parents)}); "
                   f"mount a tmpfs at /dev/shm or set SERVICE_WORKERS=1")
 
 

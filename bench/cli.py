@@ -1,0 +1,219 @@
+"""`python scripts/bench.py`: every server side by side, on one machine, one model artifact, one load generator.
+
+Servers: this project's image (its /predict, its V2 route, and a no-op GET /health/live as the server's own
+ceiling); the service started from source; MLServer with its scikit-learn runtime (a sweep of its parallel
+workers and adaptive batching first, then the best of them); the book-style baseline. Progress goes to
+stderr; stdout gets the markdown table; JSON, markdown and PNG go to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from imagebuild import ROOT, BuildError
+from imagebuild import cli as build_cli
+from imagebuild.progress import say
+from imagebuild.publish import free_port
+from imagebuild.requirements import pinned
+
+from . import load, mlserver_env, report
+from .targets import Route, Server, TargetError, memory_mb, post, start_container, start_process
+
+MODEL_DIR = ROOT / "models" / "diabetes"
+CACHE = ROOT / ".cache" / "bench"
+RECORD = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101, "s1": 157, "s2": 93.2, "s3": 38, "s4": 4, "s5": 4.8598,
+          "s6": 87}
+WARM_UP_SECONDS = 2
+# MLServer settings tried: in-process inference, then 1 and 2 inference workers, each without and with adaptive
+# batching (its documented knobs, https://mlserver.readthedocs.io: parallel_workers, max_batch_size, max_batch_time).
+MLSERVER_SWEEP = [(workers, batch) for workers in (0, 1, 2) for batch in ((1, 0.0), (32, 0.002))]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load run (default 10)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64],
+                        help="open connections per run (default 1 8 32 64)")
+    parser.add_argument("--sweep-seconds", type=int, default=5,
+                        help="length of each MLServer configuration's run in the sweep (default 5)")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench",
+                        help="path stem of the reports: .json, .md, .png (default reports/bench)")
+    return parser.parse_args(argv)
+
+
+def v2_body(record: dict[str, float], features: list[str]) -> bytes:
+    data = [record[name] for name in features]
+    return json.dumps({"inputs": [{"name": "input-0", "shape": [1, len(data)], "datatype": "FP64",
+                                   "data": data}]}).encode()
+
+
+def measure(server: Server, route: Route, args: argparse.Namespace, expected: float) -> dict[str, Any]:
+    """Check the route's answer against the model, then load it at each concurrency."""
+    run: dict[str, Any] = {"server": server.name, "route": route.label}
+    if route.prediction is not None:
+        status, answer = post(server.url + route.path, route.body)
+        got = route.prediction(answer) if status == 200 else None
+        run["prediction"], run["identical_to_model"] = got, got == expected
+        if got != expected:
+            say(f"warning: {server.name} answered {got}, the model gives {expected}")
+    load.run(server.url + route.path, route.body, 8, WARM_UP_SECONDS)
+    run["loads"] = []
+    for concurrency in args.concurrency:
+        result = load.run(server.url + route.path, route.body, concurrency, args.seconds)
+        say(f"{server.name} {route.label} c={concurrency}: {result.requests_per_second:,.0f} req/s, "
+            f"p99 {report.ms(result.p99_ms)} ms, {result.errors} errors")
+        run["loads"].append(result.as_dict())
+    return run
+
+
+def finish(server: Server, runs: list[dict[str, Any]], image: str | None = None) -> list[dict[str, Any]]:
+    """Memory after the heaviest load, the cold start; then stop the server."""
+    try:
+        memory = memory_mb(server.root_pid())
+    finally:
+        server.stop()
+    for run in runs:
+        run.update(memory=memory, cold_start_s=round(server.cold_start_s, 2), image=image or "-", notes=server.notes)
+    return runs
+
+
+def our_image(args: argparse.Namespace, expected: float, features: list[str]) -> list[dict[str, Any]]:
+    import docker
+    report_path = CACHE / "build-report.json"
+    say("building the image (scripts/build.py; cached layers make this quick)")
+    with contextlib.redirect_stdout(sys.stderr):
+        if build_cli.main(["--report", str(report_path)]) != 0:
+            raise BuildError("scripts/build.py failed; see above")
+    built = json.loads(report_path.read_text())
+    client = docker.from_env(timeout=600)
+    ours = json.dumps(RECORD).encode()
+    routes = [Route("POST /predict", "/predict", ours, lambda a: a["predictions"][0]),
+              Route("POST /v2/.../infer", "/v2/models/diabetes-progression/infer", v2_body(RECORD, features),
+                    lambda a: a["outputs"][0]["data"][0]),
+              Route("GET /health/live (no-op)", "/health/live", None)]
+    server = start_container(client, built["image"], "this image", routes)
+    size = f"{built['size'] / 1e6:.0f} MB ({built['compressed_size'] / 1e6:.0f} MB gzip)"
+    runs = [measure(server, route, args, expected) for route in routes]
+    return finish(server, runs, size)
+
+
+def from_source(args: argparse.Namespace, expected: float) -> list[dict[str, Any]]:
+    port = free_port()
+    route = Route("POST /predict", "/predict", json.dumps(RECORD).encode(), lambda a: a["predictions"][0])
+    server = start_process("from source", [sys.executable, "-m", "service"],
+                           {"SERVICE_PORT": str(port), "MODEL_DIR": str(MODEL_DIR)}, port, [route],
+                           CACHE / "logs" / "source.log", cwd=ROOT)
+    return finish(server, [measure(server, route, args, expected)])
+
+
+def start_mlserver(command: Path, features: list[str], workers: int, batch: tuple[int, float]) -> Server:
+    folder = CACHE / "mlserver-models"
+    (folder / "diabetes").mkdir(parents=True, exist_ok=True)
+    (folder / "diabetes" / "model.joblib").write_bytes((MODEL_DIR / "model.joblib").read_bytes())
+    port, grpc, metrics = free_port(), free_port(), free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": grpc, "metrics_port": metrics,
+        "parallel_workers": workers}))
+    (folder / "diabetes" / "model-settings.json").write_text(json.dumps({
+        "name": "diabetes", "implementation": "mlserver_sklearn.SKLearnModel",
+        "max_batch_size": batch[0], "max_batch_time": batch[1],
+        "parameters": {"uri": "./model.joblib", "version": "1.0.0"}}))
+    route = Route("POST /v2/.../infer", "/v2/models/diabetes/infer", v2_body(RECORD, features),
+                  lambda a: a["outputs"][0]["data"][0])
+    return start_process("MLServer 1.7.1", [str(command), "start", str(folder)], {}, port, [route],
+                         CACHE / "logs" / "mlserver.log")
+
+
+def mlserver(args: argparse.Namespace, expected: float, features: list[str]) -> tuple[list, list]:
+    say("MLServer: preparing its virtual environment (.cache/bench/mlserver-venv)")
+    command = mlserver_env.ensure(CACHE / "mlserver-venv", pinned(ROOT / "requirements.txt"))
+    tried = []
+    for workers, batch in MLSERVER_SWEEP:
+        server = start_mlserver(command, features, workers, batch)
+        try:
+            result = load.run(server.url + server.routes[0].path, server.routes[0].body, 32, args.sweep_seconds)
+        finally:
+            server.stop()
+        tried.append({"parallel_workers": workers, "max_batch_size": batch[0], "max_batch_time": batch[1],
+                      **result.as_dict()})
+        say(f"MLServer parallel_workers={workers} batch={batch}: {result.requests_per_second:,.0f} req/s, "
+            f"{result.errors} errors")
+    best = max((t for t in tried if t["errors"] == 0), key=lambda t: t["requests_per_second"], default=tried[0])
+    server = start_mlserver(command, features, best["parallel_workers"], (best["max_batch_size"], best["max_batch_time"]))
+    server.notes.append(f"parallel_workers={best['parallel_workers']}, max_batch_size={best['max_batch_size']}, "
+                        f"max_batch_time={best['max_batch_time']}")
+    runs = [measure(server, server.routes[0], args, expected)]
+    return finish(server, runs, "no image here (no registry); published image about 0.93 GB"), tried
+
+
+def book(args: argparse.Namespace, expected: float) -> list[dict[str, Any]]:
+    port = free_port()
+    route = Route("POST /predict", "/predict", json.dumps(RECORD).encode(), lambda a: a["prediction"][0])
+    server = start_process("book-style Flask", [sys.executable, str(ROOT / "bench" / "book_app.py"), str(MODEL_DIR),
+                                                str(port)], {}, port, [route], CACHE / "logs" / "book.log")
+    return finish(server, [measure(server, route, args, expected)], "book: 1.15 GB; student: about 680 MB")
+
+
+def goals(runs: list[dict[str, Any]], tried: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def at32(server: str, route: str) -> dict[str, Any]:
+        run = next(r for r in runs if r["server"] == server and r["route"] == route)
+        return next(load for load in run["loads"] if load["concurrency"] == 32)
+
+    ours = at32("this image", "POST /predict")
+    noop = at32("this image", "GET /health/live (no-op)")
+    theirs = at32("MLServer 1.7.1", "POST /v2/.../infer")
+    cold = next(r for r in runs if r["server"] == "this image")["cold_start_s"]
+    speedup = ours["requests_per_second"] / theirs["requests_per_second"]
+    share = ours["requests_per_second"] / noop["requests_per_second"]
+    return [
+        {"goal": "/predict at least 3x MLServer's best", "measured": f"{speedup:.2f}x", "met": speedup >= 3},
+        {"goal": "/predict at least 80% of the no-op route", "measured": f"{share:.0%}", "met": share >= 0.8},
+        {"goal": "p99 at most 25 ms", "measured": f"{report.ms(ours['p99_ms'])} ms",
+         "met": ours["p99_ms"] is not None and ours["p99_ms"] <= 25},
+        {"goal": "cold start at most 2 s (container start to first prediction)", "measured": f"{cold:.2f} s",
+         "met": cold <= 2},
+    ]
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if 32 not in args.concurrency:
+        print("error: --concurrency must include 32 (the goals are measured there)", file=sys.stderr)
+        return 2
+    card = json.loads((MODEL_DIR / "card.json").read_text())
+    features = [feature["name"] for feature in card["features"]]
+    model = joblib.load(MODEL_DIR / "model.joblib")
+    expected = float(model.predict(np.array([[RECORD[name] for name in features]], dtype=float))[0])
+    try:
+        runs = our_image(args, expected, features)
+        runs += from_source(args, expected)
+        mlserver_runs, tried = mlserver(args, expected, features)
+        runs += mlserver_runs
+        runs += book(args, expected)
+    except (BuildError, TargetError, load.LoadError, mlserver_env.SetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    results = {
+        "model": f"{card['name']} {card['version']} ({MODEL_DIR.relative_to(ROOT)}/model.joblib)",
+        "cpus": len(os.sched_getaffinity(0)), "seconds": args.seconds, "concurrency": args.concurrency,
+        "load_generator": "wrk 4.1.0 (Debian), keep-alive, loopback", "runs": runs,
+        "mlserver_configurations": tried, "goals": goals(runs, tried),
+        "notes": [
+            "Every server answers the same one-row request; each answer was checked against model.predict.",
+            "The load generator runs on the same CPUs as the servers, as a client on the same host would.",
+            "Memory: PSS of the server's processes after the concurrency-64 run (shared pages split).",
+            "Cold start: from `docker run` (or process start) to the first successful prediction.",
+        ],
+    }
+    paths = report.write(results, args.out)
+    say(f"reports: {', '.join(str(path) for path in paths.values())}")
+    sys.stdout.write(report.markdown(results))
+    return 0

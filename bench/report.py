@@ -1,0 +1,91 @@
+"""The benchmark's results as JSON (for machines), a markdown table (for the README) and a PNG chart."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "wb") as output:
+        output.write(data)
+    os.replace(temporary, path)
+
+
+def ms(value: float | None) -> str:
+    """A latency for people: one decimal, or '-' when no request completed."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _at(run: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
+    return next((load for load in run["loads"] if load["concurrency"] == concurrency), None)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    levels = results["concurrency"]
+    focus = 32 if 32 in levels else levels[-1]
+    lines = [f"Requests/s by concurrency ({results['seconds']:.0f} s each, wrk, loopback, {results['cpus']} CPUs), "
+             f"latency at concurrency {focus}:", "",
+             "| server | route | " + " | ".join(f"c={c}" for c in levels)
+             + f" | p50 ms | p99 ms | errors | memory MB (PSS) | cold start s | image |",
+             "|---|---|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|---|"]
+    for run in results["runs"]:
+        rates = [f"{load['requests_per_second']:,.0f}" if (load := _at(run, c)) else "-" for c in levels]
+        at_focus = _at(run, focus) or {}
+        errors = sum(load["errors"] for load in run["loads"])
+        lines.append(f"| {run['server']} | `{run['route']}` | " + " | ".join(rates)
+                     + f" | {ms(at_focus.get('p50_ms'))} | {ms(at_focus.get('p99_ms'))} | {errors} | "
+                     + f"{run.get('memory', {}).get('pss_mb', '-')} | {run.get('cold_start_s', '-')} | "
+                     + f"{run.get('image', '-')} |")
+    lines += ["", "Goals (at concurrency 32):", "", "| goal | measured | met |", "|---|---|---|"]
+    lines += [f"| {goal['goal']} | {goal['measured']} | {'yes' if goal['met'] else '**no**'} |"
+              for goal in results["goals"]]
+    if results.get("mlserver_configurations"):
+        lines += ["", "MLServer configurations tried (concurrency 32, the best is used above):", "",
+                  "| parallel_workers | adaptive batching | requests/s | p99 ms | errors |", "|---:|---|---:|---:|---:|"]
+        for tried in results["mlserver_configurations"]:
+            batching = (f"max_batch_size {tried['max_batch_size']}, max_batch_time {tried['max_batch_time']} s"
+                        if tried["max_batch_size"] > 1 else "off")
+            lines.append(f"| {tried['parallel_workers']} | {batching} | {tried['requests_per_second']:,.0f} | "
+                         f"{ms(tried['p99_ms'])} | {tried['errors']} |")
+    lines += ["", *[f"- {note}" for note in results["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (rates, tails) = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    for run in results["runs"]:
+        levels = [load["concurrency"] for load in run["loads"]]
+        label = f"{run['server']} {run['route']}"
+        rates.plot(levels, [load["requests_per_second"] for load in run["loads"]], marker="o", label=label)
+        tails.plot(levels, [load["p99_ms"] if load["p99_ms"] is not None else float("nan") for load in run["loads"]],
+                   marker="o", label=label)
+    for axes, title in ((rates, "requests/s (higher is better)"), (tails, "p99 latency, ms (lower is better)")):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(results["concurrency"], [str(c) for c in results["concurrency"]])
+        axes.set_xlabel("concurrent connections")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+    tails.set_yscale("log")
+    rates.legend(fontsize=7)
+    figure.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as temporary:
+        figure.savefig(temporary.name, dpi=110)
+    os.replace(temporary.name, path)
+    pyplot.close(figure)
+
+
+def write(results: dict[str, Any], stem: Path) -> dict[str, Path]:
+    paths = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
+    write_atomically(paths["json"], json.dumps(results, indent=2).encode())
+    write_atomically(paths["markdown"], markdown(results).encode())
+    chart(results, paths["png"])
+    return paths

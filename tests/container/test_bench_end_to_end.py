@@ -1,0 +1,36 @@
+"""`scripts/bench.py` end to end with short runs: the image, the service from source, MLServer (its own venv from
+PyPI, the configuration sweep) and the book-style app all answer the model's prediction, and the reports exist.
+Speeds are not asserted here: that is the benchmark's job, not a test's."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.container
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_end_to_end(image, tmp_path):
+    stem = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "scripts/bench.py", "--seconds", "1", "--sweep-seconds", "1",
+                             "--concurrency", "1", "32", "--out", str(stem)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(stem.with_suffix(".json").read_text())
+    servers = {(run["server"], run["route"]) for run in results["runs"]}
+    assert {"this image", "from source", "MLServer 1.7.1", "book-style Flask"} == {s for s, _ in servers}
+    for run in results["runs"]:
+        assert [load["concurrency"] for load in run["loads"]] == [1, 32]
+        if "identical_to_model" in run:
+            assert run["identical_to_model"], run
+        if run["server"] != "book-style Flask":  # it may finish nothing in a 1 s run at 32 connections
+            assert all(load["requests"] > 0 and load["errors"] == 0 for load in run["loads"]), run
+    assert len(results["mlserver_configurations"]) == 6
+    assert [goal["goal"] for goal in results["goals"]][0].startswith("/predict at least 3x")
+    assert result.stdout.startswith("Requests/s by concurrency")  # stdout carries the table only
+    assert stem.with_suffix(".png").stat().st_size > 10_000
