@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ CACHE = ROOT / ".cache" / "bench"
 RECORD = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101, "s1": 157, "s2": 93.2, "s3": 38, "s4": 4, "s5": 4.8598,
           "s6": 87}
 WARM_UP_SECONDS = 2
+# After the first prediction a server may still be starting workers (this image's first worker serves while the
+# others load); wrk's keep-alive connections opened before they are up would all stay on the first one.
+SETTLE_SECONDS = 3
 # MLServer settings tried: in-process inference, then 1 and 2 inference workers, each without and with adaptive
 # batching (its documented knobs, https://mlserver.readthedocs.io: parallel_workers, max_batch_size, max_batch_time).
 MLSERVER_SWEEP = [(workers, batch) for workers in (0, 1, 2) for batch in ((1, 0.0), (32, 0.002))]
@@ -64,6 +68,7 @@ def measure(server: Server, route: Route, args: argparse.Namespace, expected: fl
         run["prediction"], run["identical_to_model"] = got, got == expected
         if got != expected:
             say(f"warning: {server.name} answered {got}, the model gives {expected}")
+    time.sleep(SETTLE_SECONDS)
     load.run(server.url + route.path, route.body, 8, WARM_UP_SECONDS)
     run["loads"] = []
     for concurrency in args.concurrency:
