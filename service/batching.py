@@ -49,8 +49,6 @@ class MicroBatcher(Generic[Outcome]):
         self._coming = 0  # requests announced and not yet queued
         self._last_size = 0  # requests in the last batch
         self._announced = threading.local()
-        self.batches = 0  # estimator calls made for batches (for tests and the benchmark)
-        self.batched_requests = 0
 
     @contextlib.contextmanager
     def coming(self) -> Iterator[None]:
@@ -142,8 +140,6 @@ class MicroBatcher(Generic[Outcome]):
             return
         for job, part in zip(batch, self.split(outcome, [len(job.matrix) for job in batch])):
             job.outcome = part
-        self.batches += 1
-        self.batched_requests += len(batch)
 
     def _compute_alone(self, job: _Job[Outcome]) -> None:
         try:

@@ -26,13 +26,12 @@ LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it t
 WAITRESS_BODY_SLACK = 1 << 20
 
 
-def make_server(app: Flask, listener: socket.socket | None = None) -> Any:
-    """waitress on HOST:PORT, or on `listener`, a listening socket shared by worker processes."""
+def make_server(app: Flask, listener: socket.socket) -> Any:
+    """waitress on `listener`, a listening socket (bound by service/workers.py, shared by the workers)."""
     config = app.config
-    where = {"sockets": [listener]} if listener is not None else {"host": config["HOST"], "port": config["PORT"]}
     return create_server(
         app,
-        **where,
+        sockets=[listener],
         threads=config["THREADS"],
         connection_limit=config["CONNECTION_LIMIT"],
         channel_timeout=config["CHANNEL_TIMEOUT"],
@@ -68,7 +67,7 @@ def _stop_listening(server: Any) -> None:
     server.socket.close()
 
 
-def serve(app: Flask, listener: socket.socket | None = None) -> None:
+def serve(app: Flask, listener: socket.socket) -> None:
     """Serve until SIGTERM or SIGINT, then drain."""
     server = make_server(app, listener)
     stopping = threading.Event()

@@ -39,7 +39,7 @@ def pin(index: int, cpus: list[int]) -> None:
     os.sched_setaffinity(0, {cpus[index % len(cpus)]})
 
 
-def serve_worker(listener: socket.socket | None, worker: int, ready_fd: int | None = None) -> int:
+def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = None) -> int:
     """Load, check and warm up the model, then serve until SIGTERM/SIGINT. Exit code for the process.
 
     `ready_fd`, if given, gets one byte once the model is loaded (the supervisor waits for it)."""
@@ -95,17 +95,17 @@ def metrics_folder() -> str:
 def run(settings: Mapping[str, Any]) -> int:
     """Serve with the configured number of workers; the process's exit code."""
     count, cpus = worker_count(settings), usable_cpus()
-    if count == 1:
-        if settings["PIN_CPUS"]:
-            pin(0, cpus)
-        return serve_worker(None, 0)
     try:
         listener = listen(settings)
-        folder = metrics_folder()
+        folder = metrics_folder() if count > 1 else None
     except OSError as exc:
-        print(f"error: cannot start {count} workers on {settings['HOST']}:{settings['PORT']}: {exc}",
-              file=sys.stderr)
+        print(f"error: cannot serve on {settings['HOST']}:{settings['PORT']}: {exc} "
+              f"(another server on that port? set SERVICE_PORT)", file=sys.stderr)
         return START_ERROR
+    if folder is None:  # one worker: this process serves, with no supervisor
+        if settings["PIN_CPUS"]:
+            pin(0, cpus)
+        return serve_worker(listener, 0)
     try:
         return Supervisor(listener, count, cpus, settings).run()
     finally:

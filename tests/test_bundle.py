@@ -100,3 +100,18 @@ def test_bad_setting_fails_with_one_line_and_exit_2(variable, value, message):
                             env={variable: value, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == message
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_fails_with_one_line_and_exit_2(workers):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, env={"SERVICE_PORT": str(port), "SERVICE_WORKERS": workers,
+                                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: cannot serve on 127.0.0.1:{port}: [Errno 98] Address already in use "
+                                     f"(another server on that port? set SERVICE_PORT)")
