@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -119,10 +120,12 @@ def from_source(args: argparse.Namespace, expected: float) -> list[dict[str, Any
     return finish(server, [measure(server, route, args, expected)])
 
 
+MLSERVER_MODELS = CACHE / "mlserver-models"
+
+
 def start_mlserver(command: Path, features: list[str], workers: int, batch: tuple[int, float]) -> Server:
-    folder = CACHE / "mlserver-models"
-    (folder / "diabetes").mkdir(parents=True, exist_ok=True)
-    (folder / "diabetes" / "model.joblib").write_bytes((MODEL_DIR / "model.joblib").read_bytes())
+    """MLServer on the model folder mlserver() prepared, with these settings."""
+    folder = MLSERVER_MODELS
     port, grpc, metrics = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": grpc, "metrics_port": metrics,
@@ -140,6 +143,8 @@ def start_mlserver(command: Path, features: list[str], workers: int, batch: tupl
 def mlserver(args: argparse.Namespace, expected: float, features: list[str]) -> tuple[list, list]:
     say("MLServer: preparing its virtual environment (.cache/bench/mlserver-venv)")
     command = mlserver_env.ensure(CACHE / "mlserver-venv", pinned(ROOT / "requirements.txt"))
+    (MLSERVER_MODELS / "diabetes").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODEL_DIR / "model.joblib", MLSERVER_MODELS / "diabetes" / "model.joblib")
     tried = []
     for workers, batch in MLSERVER_SWEEP:
         server = start_mlserver(command, features, workers, batch)

@@ -1,6 +1,7 @@
 """The benchmark's results as JSON (for machines), a markdown table (for the README) and a PNG chart."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -56,7 +57,8 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(results: dict[str, Any], path: Path) -> None:
+def chart(results: dict[str, Any]) -> bytes:
+    """The PNG: requests/s and p99 latency by concurrency, one line per server and route."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot
@@ -77,15 +79,15 @@ def chart(results: dict[str, Any], path: Path) -> None:
     tails.set_yscale("log")
     rates.legend(fontsize=7)
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as temporary:
-        figure.savefig(temporary.name, dpi=110)
-    os.replace(temporary.name, path)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     pyplot.close(figure)
+    return image.getvalue()
 
 
 def write(results: dict[str, Any], stem: Path) -> dict[str, Path]:
     paths = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
     write_atomically(paths["json"], json.dumps(results, indent=2).encode())
     write_atomically(paths["markdown"], markdown(results).encode())
-    chart(results, paths["png"])
+    write_atomically(paths["png"], chart(results))
     return paths

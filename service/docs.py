@@ -45,6 +45,7 @@ INIT = """window.ui = SwaggerUIBundle({
 docs = Blueprint("docs", __name__)
 
 
+@docs.after_request
 def _with_policy(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = POLICY
     return response
@@ -53,18 +54,17 @@ def _with_policy(response: Response) -> Response:
 @docs.get("/docs")
 def page() -> Response:
     title = html.escape(state().bundle.card["title"])
-    return _with_policy(Response(PAGE.format(title=title), mimetype="text/html"))
+    return Response(PAGE.format(title=title), mimetype="text/html")
 
 
 @docs.get("/docs/init.js")
 def init_script() -> Response:
-    return _with_policy(Response(INIT, mimetype="text/javascript"))
+    return Response(INIT, mimetype="text/javascript")
 
 
 @docs.get("/docs/<name>")
 def asset(name: str) -> Response:
     if name not in ASSETS:
         abort(404)
-    response = send_from_directory(swagger_ui_path, name, max_age=ASSET_MAX_AGE)
-    return _with_policy(response)
+    return send_from_directory(swagger_ui_path, name, max_age=ASSET_MAX_AGE)
 

@@ -102,7 +102,7 @@ def run(settings: Mapping[str, Any]) -> int:
         print(f"error: cannot serve on {settings['HOST']}:{settings['PORT']}: {exc} "
               f"(another server on that port? set SERVICE_PORT)", file=sys.stderr)
         return START_ERROR
-    if folder is None:  # one worker: this process serves, with no supervisor
+    if count == 1:  # this process serves, with no supervisor
         if settings["PIN_CPUS"]:
             pin(0, cpus)
         return serve_worker(listener, 0)

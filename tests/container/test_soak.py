@@ -8,12 +8,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from bench.targets import process_tree
+from bench.targets import memory_mb, process_tree
 from service.app import create_app
 from service.config import usable_cpus
 from service.state import EXTENSION
@@ -133,11 +132,7 @@ def run_clients(port: int, calls: list[Call], seconds: float) -> Tally:
 def resident_bytes(running: Running) -> int:
     """Resident memory of the container's processes (the supervisor and its workers), from the host's /proc."""
     running.container.reload()
-    total = 0
-    for pid in process_tree(running.container.attrs["State"]["Pid"]):
-        status = Path(f"/proc/{pid}/status").read_text()
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-    return total
+    return int(memory_mb(running.container.attrs["State"]["Pid"])["rss_sum_mb"] * 2**20)  # MiB to bytes
 
 
 def wait_for_every_worker(running: Running, timeout: float = 30.0) -> None:
