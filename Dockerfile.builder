@@ -4,8 +4,6 @@
 # interpreter path as the distroless runtime. Built by `python scripts/build.py` (classic builder, no BuildKit).
 ARG BUILDER_BASE=sklearn-model-service-base/builder:latest
 FROM ${BUILDER_BASE}
-# Marks the builder and the runtime build's `app` stage, so superseded ones can be pruned (never shipped).
-LABEL sklearn-model-service.intermediate="true"
 
 ENV PIP_NO_INDEX=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -1,13 +1,16 @@
-"""`python scripts/build.py`: requirements check, bases, wheels, builder, runtime, report, size gate, and with
---push REGISTRY/REPOSITORY, publication verified by pulling the image back by digest.
+"""`python scripts/build.py [--model MODEL [--sample CSV] [--code DIR]]`: an image serving your model (default:
+models/diabetes). Requirements from service/'s imports, the model file's opcodes and your code's imports; bases,
+wheels, builder; the card derived in the builder by the model's own libraries; runtime, report, size gate; and
+with --push REGISTRY/REPOSITORY, publication verified by pulling the image back by digest.
 
-stdout carries the result (the report; with --push only `REPOSITORY@sha256:...`); progress goes to stderr. Exit 0 on success, 1 on a build error
-(one line with a hint), 2 on bad arguments.
+stdout carries the result (the report; with --push only `REPOSITORY@sha256:...`); progress goes to stderr. Exit 0
+on success, 1 on a build error (one line per problem, with a hint), 2 on bad arguments.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -23,7 +26,24 @@ OFFICIAL_RUNTIME = ("gcr.io/distroless/python3-debian13", "nonroot")
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/build.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, metavar="MODEL",
+                        help="a fitted model file (.joblib, .pkl, .pickle, .skops) or a bundle folder (card.json "
+                             "and the model file); default: models/diabetes")
+    parser.add_argument("--sample", type=Path, metavar="CSV",
+                        help="rows of the training data (CSV with a header): feature types, ranges, missing "
+                             "values and real example rows for the derived card")
+    parser.add_argument("--code", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of your own modules the model imports (repeatable); copied into the image")
+    parser.add_argument("--trust", action="append", default=[], metavar="TYPE",
+                        help="skops: a type to trust beyond skops' defaults (module.Class; repeatable)")
+    parser.add_argument("--python", metavar="PYTHON",
+                        help="the Python the model was trained with: maps its modules to packages and gives their "
+                             "versions (default: the one running this build)")
     parser.add_argument("--tag", help=f"image reference (default {REPOSITORY}:<service version>)")
+    parser.add_argument("--size-budget", type=float, metavar="MB",
+                        help="size budget of this build, in MB (default: build/size-budget.json)")
+    parser.add_argument("--bundle-out", type=Path, metavar="DIR",
+                        help="also write the served bundle (card.json and the model file) to DIR")
     parser.add_argument("--offline", action="store_true",
                         help="do not try the official distroless base: assemble it from Debian packages")
     parser.add_argument("--update-requirements", action="store_true",
@@ -69,12 +89,50 @@ def runtime_base(client: Any, offline: bool, update_lock: bool, lock: dict[str, 
     return debian.runtime_base(client, update_lock, lock)
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    from . import debian, docker_build, gate, report, requirements, wheels
+def split_reference(reference: str) -> tuple[str, str]:
+    """REPOSITORY and TAG of an image reference (a registry's port is not a tag)."""
+    if ":" in reference.rsplit("/", 1)[-1]:
+        repository, tag = reference.rsplit(":", 1)
+        return repository, tag
+    return reference, "latest"
+
+
+def builder_reference(reference: str) -> str:
+    """The builder's tag for an image reference: REPOSITORY-builder:TAG, so each build keeps its own."""
+    repository, tag = split_reference(reference)
+    return f"{repository}-builder:{tag}"
+
+
+def requirements_for(args: argparse.Namespace, source: Any) -> Path:
+    """The requirements file of this build: the repository's, or one compiled for the model's needs."""
+    from . import bundle_requirements, model_input, requirements, wheels
+    from .environment import environment
+    from .scan import scan_model
+    env = environment(args.python)
+    default = model_input.model_source(None)
+    default_needs = bundle_requirements.model_needs(scan_model(default.artifact), default, env, versions=False)
     if args.update_requirements:
-        say("regenerating requirements.in (pipreqs) and requirements.txt (pip-compile --generate-hashes)")
-        requirements.update()
-    requirements.check()
+        say("regenerating requirements.in (pipreqs, the default bundle) and requirements.txt (pip-compile)")
+        requirements.update(also=sorted(default_needs.pins))
+    requirements.check(also=sorted(default_needs.pins))
+    scan = scan_model(source.artifact)
+    needs = bundle_requirements.model_needs(scan, source, env, versions=args.model is not None)
+    for note in needs.notes:
+        say(f"requirements: {note}")
+    sklearn_version = needs.pins.get("scikit-learn")
+    if sklearn_version and sklearn_version != requirements.pinned(ROOT / "requirements.txt").get("scikit-learn"):
+        wheels.require_wheel("scikit-learn", sklearn_version, "the version the model was saved with")
+    path = bundle_requirements.requirements_file(needs)
+    say(f"requirements: {path.relative_to(ROOT)} ({', '.join(f'{n}=={v}' if v else n for n, v in sorted(needs.pins.items()))})")
+    return path
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    from . import debian, docker_build, gate, model_input, report, served, wheels
+    trust = [name for item in args.trust for name in item.split(",")]
+    source = model_input.model_source(args.model, args.sample, args.code, trust)
+    requirements_path = requirements_for(args, source)
+    wheelhouse = wheels.wheelhouse(requirements_path)
     client = docker_client()
     lock = debian.read_lock()
     before = json.dumps(lock, sort_keys=True)
@@ -84,30 +142,36 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         debian.write_lock(lock)
         say(f"wrote {debian.LOCK.relative_to(ROOT)}")
     debian.remove_superseded(client, {builder_base, runtime})
-    wheelhouse = wheels.wheelhouse(ROOT / "requirements.txt")
 
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}"
-    builder_tag = f"{REPOSITORY}-builder:{version}"
-    context = docker_build.context(wheelhouse)
+    builder_tag = builder_reference(reference)
+    labels = {docker_build.BUILD_LABEL: reference}
+    context = docker_build.context(wheelhouse, requirements_path, source)
     say(f"building {builder_tag} on {builder_base}")
-    docker_build.build(client, context, "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base})
+    docker_build.build(client, context, "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
     say(f"building {reference} on {runtime}")
     docker_build.build(client, context, "Dockerfile.runtime", reference, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
-        "REVISION": docker_build.revision(), "CREATED": docker_build.created()})
-    reclaimed = sum(client.images.prune(filters={"dangling": True, "label": label}).get("SpaceReclaimed") or 0
-                    for label in docker_build.SUPERSEDED_LABELS)
+        "DERIVE_ARGS": docker_build.derive_arguments(source),
+        "REVISION": docker_build.revision(), "CREATED": docker_build.created()}, labels)
+    reclaimed = docker_build.prune_superseded(client, reference)
     if reclaimed:
-        say(f"pruned superseded builds of this project ({reclaimed / 1e6:.0f} MB)")
+        say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
     say("measuring layers (docker save, gzip)")
     result = report.analyze(client, reference)
+    result["model"] = served.summary(served.served_card(client, reference))
     result["bases"] = {"builder": builder_base, "runtime": runtime}
-    result["budget"] = {"limit": gate.budget()}
+    result["requirements"] = str(requirements_path.relative_to(ROOT))
+    result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
+        else {"limit": gate.budget(), "source": str(gate.BUDGET.relative_to(ROOT))}
+    if args.bundle_out:
+        served.write_bundle(client, reference, args.bundle_out)
+        say(f"wrote the served bundle to {args.bundle_out}")
     if args.report:
         report.write_json(result, args.report)
     print(report.render(result), file=sys.stderr if args.push else sys.stdout)
-    gate.check(result, result["budget"]["limit"])
+    gate.check(result, result["budget"]["limit"], result["budget"]["source"])
     if args.push:
         from .publish import publish, tags_for
         tags = tags_for(version, docker_build.revision(), args.latest)
@@ -115,22 +179,45 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+TRUSTED = re.compile(r"^[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*$")
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first argument that cannot work, as one line; None when all can."""
+    from .publish import REPOSITORY as NAME, check_repository
     if args.latest and not args.push:
-        print("error: --latest only applies with --push", file=sys.stderr)
-        return 2
+        return "--latest only applies with --push"
+    if args.model is None and (args.sample or args.code or args.trust):
+        return "--sample, --code and --trust apply to --model: give the model file too"
+    if args.size_budget is not None and args.size_budget <= 0:
+        return f"--size-budget {args.size_budget:g}: give a size in MB greater than zero"
+    if args.tag:
+        repository, tag = split_reference(args.tag)
+        if not NAME.match(repository) or not TAG.match(tag):
+            return f"--tag {args.tag}: not an image reference (lowercase REPOSITORY[:TAG], e.g. churn-model:1.0)"
+    bad = [item for item in args.trust if not TRUSTED.match(item)]
+    if bad:
+        return f"--trust {bad[0]}: give types as module.Class (comma-separated or repeated)"
     if args.push:
-        from .publish import check_repository
         try:
             check_repository(args.push)
         except BuildError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return str(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         build(args)
     except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

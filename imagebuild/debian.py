@@ -33,6 +33,7 @@ LOCK = ROOT / "build" / "debian.lock.json"
 RUNTIME_LIST = ROOT / "build" / "runtime-packages.txt"
 BUILDER_LIST = ROOT / "build" / "builder-packages.txt"
 BASE_REPOSITORY = "sklearn-model-service-base"
+USED_BASES = ROOT / ".cache" / "base-images.json"  # the bases this checkout built with, for remove_superseded
 PYTHON = "/usr/bin/python3.13"
 NONROOT = 65532
 EPOCH = "1970-01-01T00:00:00Z"
@@ -336,13 +337,19 @@ def _loaded(client: Any, kind: str, section: dict[str, Any]) -> str | None:
     return reference if reference and _image_exists(client, reference) else None
 
 
-def remove_superseded(client: Any, keep: set[str]) -> None:
-    """Remove this project's base images that the current lock no longer names."""
-    for image in client.images.list(name=f"{BASE_REPOSITORY}/*"):
-        for tag in image.tags:
-            if tag not in keep:
-                say(f"removing superseded base {tag}")
-                client.images.remove(tag)
+def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) -> None:
+    """Remove the base images this checkout used before and its current lock no longer names (another
+    checkout's bases, on a shared engine, are left alone)."""
+    import docker.errors
+    used = set(json.loads(record.read_text(encoding="utf-8"))) if record.is_file() else set()
+    for tag in sorted(used - keep):
+        say(f"removing superseded base {tag}")
+        try:
+            client.images.remove(tag)
+        except docker.errors.ImageNotFound:
+            pass
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(sorted(keep)) + "\n", encoding="utf-8")
 
 
 def runtime_base(client: Any, update: bool, lock: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -10,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT, BuildError
+from .model_input import ModelSource, code_files, head_of_sample
 from .progress import say
 
 CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py")
-CONTEXT_TREES = ("service", "models/diabetes")
-# Untagged images with these labels are this project's superseded builds: the builder and the `app` stage
-# (Dockerfile.builder) and earlier runtime images (Dockerfile.runtime).
-SUPERSEDED_LABELS = ("sklearn-model-service.intermediate=true", "org.opencontainers.image.title=sklearn-model-service")
+CONTEXT_TREES = ("service",)
+# The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
+# with the image reference as its value: pruning keys on it, so it never touches another build's images.
+BUILD_LABEL = "sklearn-model-service.build"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _add(tar: tarfile.TarFile, source: Path, name: str) -> None:
@@ -27,8 +30,22 @@ def _add(tar: tarfile.TarFile, source: Path, name: str) -> None:
         tar.addfile(info, handle)
 
 
-def context(wheelhouse: Path, requirements: Path = ROOT / "requirements.txt") -> io.BytesIO:
-    """Only what the Dockerfiles copy, with fixed mtimes and owners, so the layer cache keys on content."""
+def _add_bytes(tar: tarfile.TarFile, data: bytes, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_folder(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    tar.addfile(info)
+
+
+def context(wheelhouse: Path, requirements: Path, source: ModelSource) -> io.BytesIO:
+    """Only what the Dockerfiles copy, with fixed mtimes and owners, so the layer cache keys on content:
+    bundle/ (the model file, and its card.json if hand-written), sample/ (sample.csv, if given), code/ (the
+    user's modules), the wheelhouse, service/ and the build scripts."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         _add(tar, requirements, "requirements.txt")
@@ -38,6 +55,15 @@ def context(wheelhouse: Path, requirements: Path = ROOT / "requirements.txt") ->
             for path in sorted((ROOT / tree).rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     _add(tar, path, path.relative_to(ROOT).as_posix())
+        for folder in ("bundle", "sample", "code"):
+            _add_folder(tar, folder)
+        _add(tar, source.artifact, f"bundle/{source.artifact.name}")
+        if source.card is not None:
+            _add(tar, source.card, "bundle/card.json")
+        if source.sample is not None:
+            _add_bytes(tar, head_of_sample(source.sample), "sample/sample.csv")
+        for path, name in code_files(source):
+            _add(tar, path, f"code/{name}")
         for path in sorted(wheelhouse.iterdir()):
             if path.name.endswith((".whl", ".tar.gz", ".zip")):
                 _add(tar, path, f"wheelhouse/{path.name}")
@@ -45,23 +71,49 @@ def context(wheelhouse: Path, requirements: Path = ROOT / "requirements.txt") ->
     return buffer
 
 
-def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs: dict[str, str]) -> str:
-    """Build one Dockerfile with no network for RUN steps; returns the image id, streams progress to stderr."""
+def prune_superseded(client: Any, reference: str) -> int:
+    """Remove the untagged images earlier builds of `reference` left (their builder, `app` stage, runtime);
+    returns the bytes reclaimed. Images of other references, tagged or not, are not touched."""
+    pruned = client.images.prune(filters={"dangling": True, "label": f"{BUILD_LABEL}={reference}"})
+    return int(pruned.get("SpaceReclaimed") or 0)
+
+
+def derive_arguments(source: ModelSource) -> str:
+    """The arguments of `python -m service.derive` in Dockerfile.runtime's app stage."""
+    arguments = ["--sample /src/sample/sample.csv"] if source.sample is not None else []
+    arguments += [f"--trust {name}" for name in source.trust]
+    return " ".join(arguments)
+
+
+def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs: dict[str, str],
+          labels: dict[str, str]) -> str:
+    """Build one Dockerfile with no network for RUN steps; returns the image id, streams progress to stderr.
+
+    Lines a step prints as `error: ...` (the card derivation's) become the BuildError's lines; `card:` and
+    `trim:` lines are progress."""
     buffer.seek(0)
     image_id = None
     recent: deque[str] = deque(maxlen=15)
+    errors: list[str] = []
     for chunk in client.api.build(fileobj=buffer, custom_context=True, dockerfile=dockerfile, tag=tag,
-                                  buildargs=buildargs, rm=True, forcerm=True, network_mode="none", decode=True):
+                                  buildargs=buildargs, labels=labels, rm=True, forcerm=True, network_mode="none",
+                                  decode=True):
         if "error" in chunk:
+            if errors:
+                raise BuildError("\n".join(errors))
             for line in recent:
                 print(f"  | {line}", file=sys.stderr)
             detail = chunk.get("errorDetail", {}).get("message", chunk["error"]).strip()
             raise BuildError(f"docker build of {dockerfile} failed: {detail.splitlines()[-1] if detail else '?'}")
-        line = chunk.get("stream", "").rstrip()
-        if line:
+        for line in ANSI.sub("", chunk.get("stream", "")).splitlines():  # a step's stderr comes coloured
+            line = line.rstrip()
+            if not line:
+                continue
             recent.append(line)
-        if line.startswith("Step ") or line.startswith("trim:"):
-            say(f"{dockerfile}: {line}")
+            if line.startswith("error: "):
+                errors.append(line.removeprefix("error: "))
+            elif line.startswith(("Step ", "trim:", "card:")):
+                say(f"{dockerfile}: {line}")
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
     if image_id is None:

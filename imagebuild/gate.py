@@ -15,7 +15,7 @@ def budget(path: Path = BUDGET) -> int:
     return int(json.loads(path.read_text(encoding="utf-8"))["uncompressed_bytes"])
 
 
-def check(report: dict[str, Any], limit: int) -> None:
+def check(report: dict[str, Any], limit: int, source: str = str(BUDGET.relative_to(ROOT))) -> None:
     """Raise BuildError naming the excess and the biggest contributors when the image is over budget."""
     if report["size"] <= limit:
         return
@@ -23,4 +23,5 @@ def check(report: dict[str, Any], limit: int) -> None:
     contributors = [f"{p['name']} {mb(p['size'])}" for p in report["packages"][:3]]
     contributors += [f"layer '{row['created_by'][:50]}' {mb(row['size'])}" for row in layers]
     raise BuildError(f"image {report['image']} is {mb(report['size'])}, {mb(report['size'] - limit)} over the "
-                     f"budget of {mb(limit)} in {BUDGET.relative_to(ROOT)}; biggest: {', '.join(contributors)}")
+                     f"budget of {mb(limit)} ({source}); biggest: {', '.join(contributors)}; raise the budget of "
+                     f"this build with --size-budget MB")

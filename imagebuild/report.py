@@ -109,7 +109,18 @@ def render(report: dict[str, Any]) -> str:
     if "budget" in report:
         budget = report["budget"]
         lines.append(f"budget      {mb(budget['limit'])} uncompressed ({report['size'] / budget['limit']:.0%} used, "
-                     f"build/size-budget.json)")
+                     f"{budget.get('source', 'build/size-budget.json')})")
+    if "model" in report:
+        model = report["model"]
+        lines += ["", f"model       {model['name']} {model['version']}: {model['task']}, "
+                      f"{'a DataFrame' if model['input'] == 'dataframe' else 'an array'} of "
+                      f"{len(model['features'])} features, scikit-learn {model['sklearn_version']}"]
+        for feature in model["features"]:
+            extra = f", {feature['values']} values{' (closed)' if feature.get('closed') else ''}" \
+                if "values" in feature else ""
+            lines.append(f"  {feature['name']:<24} {feature['type']}{', nullable' if feature['nullable'] else ''}"
+                         f"{extra}")
+        lines += [f"  note: {note}" for note in model["notes"]]
     lines += ["", "layers, bottom up:", f"  {'size':>9} {'gzip':>9} {'share':>6}  created by"]
     for row in report["layers"]:
         created_by = row["created_by"] if len(row["created_by"]) <= 90 else row["created_by"][:87] + "..."

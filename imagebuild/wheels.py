@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import ROOT, BuildError
 from .progress import say
+from .requirements import normalize
 
 CACHE = ROOT / ".cache" / "wheelhouse"
 # glibc 2.28 wheels run on the runtime's glibc (Debian 13: 2.41); pip also accepts every older manylinux tag.
@@ -25,6 +26,19 @@ PLATFORM = "manylinux_2_28_x86_64"
 PYTHON_VERSION = "3.13"
 TARGET = ["--platform", PLATFORM, "--python-version", PYTHON_VERSION, "--implementation", "cp"]
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]  # PEP 517's fallback when an sdist has no [build-system]
+# Compiled against BLAS, Fortran or each other: never built from source here, a wheel or a clear error.
+WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost"}
+
+
+def require_wheel(name: str, version: str, why: str) -> None:
+    """Fail with one line unless `name==version` publishes a wheel for the image (resolved, not downloaded)."""
+    with tempfile.TemporaryDirectory() as target:
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
+                                 "--ignore-installed", "--disable-pip-version-check", "--only-binary=:all:",
+                                 *TARGET, "--target", target, f"{name}=={version}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"{name} {version} ({why}) publishes no wheel for CPython {PYTHON_VERSION} on {PLATFORM}, "
+                         f"the image's runtime: save the model with a {name} release that has one")
 
 
 def blocks(requirements: Path) -> list[str]:
@@ -74,6 +88,11 @@ def fetch(block: str, target: Path) -> None:
                      "-r", single.name)
         if wheel.returncode == 0:
             return
+        if normalize(name) in WHEEL_ONLY:
+            version = re.search(r"==([^\s;\\]+)", block)
+            raise BuildError(f"{name} {version.group(1) if version else ''} publishes no wheel for CPython "
+                             f"{PYTHON_VERSION} on {PLATFORM} (the image's runtime), and it is not built from "
+                             f"source here: train and save the model with a {name} release that has one")
         before = set(target.iterdir())
         sdist = _pip("--no-deps", "--no-binary=:all:", "--require-hashes", "-d", str(target), "-r", single.name)
         if sdist.returncode != 0:

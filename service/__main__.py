@@ -1,19 +1,31 @@
 """`python -m service`: load and verify the model bundle, then serve it on waitress (see service/workers.py)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
-from . import logs
-from .config import ConfigError, settings_from_env
-from .workers import run
+from . import __version__, logs
+from .config import ConfigError, describe, settings_from_env
+from .workers import START_ERROR, run
 
 
-def main() -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a scikit-learn model bundle over HTTP (predict, examples, metadata, health, V2).\n"
+                    "Every setting is an environment variable:",
+        epilog=describe() + "\n\nA start-up failure prints one line per problem and exits with code 2.")
+    parser.add_argument("--version", action="version", version=f"sklearn-model-service {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse(argv)
     try:
         settings = settings_from_env()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return START_ERROR
     logs.configure(settings["LOG_LEVEL"].upper())
     return run(settings)
 

@@ -103,7 +103,7 @@ def predict() -> Response:
     service = state()
     with service.predictor.coming():
         payload = read_json_body()
-        rows = parse_rows(payload, service.bundle.feature_names, current_app.config["MAX_ROWS"])
+        rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
         g.rows = len(rows)
         result = service.predictor.predict(rows)
     return jsonify(result)
@@ -142,6 +142,7 @@ def metadata() -> Response:
         "pipeline": [f"{name}: {type(step).__name__}" for name, step in model.steps] if hasattr(model, "steps") else None,
         "parameters": _simple_params(final),
         "feature_order": bundle.feature_names,
+        "input": "DataFrame" if bundle.dataframe else "NumPy array",
         "classes": bundle.classes,
         "sha256": bundle.sha256,
     }

@@ -17,9 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterator, TypeVar
-
-import numpy as np
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 Outcome = TypeVar("Outcome")
 ARRIVAL_GAP = 0.0002  # under load, a batch stops gathering once no request has arrived for this long
@@ -27,7 +25,7 @@ ARRIVAL_GAP = 0.0002  # under load, a batch stops gathering once no request has 
 
 @dataclass
 class _Job(Generic[Outcome]):
-    matrix: np.ndarray
+    rows: list[Any]
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
     error: BaseException | None = None
@@ -35,12 +33,12 @@ class _Job(Generic[Outcome]):
 
 
 class MicroBatcher(Generic[Outcome]):
-    """Calls `infer(matrix) -> outcome` on stacked rows; `split(outcome, sizes)` cuts it back per request.
+    """Calls `infer(rows) -> outcome` on the rows of several requests; `split(outcome, sizes)` cuts it back per request.
 
     If a stacked call raises, each request of that batch is run alone, so one request's bad values fail only
     that request."""
 
-    def __init__(self, infer: Callable[[np.ndarray], Outcome],
+    def __init__(self, infer: Callable[[list[Any]], Outcome],
                  split: Callable[[Outcome, list[int]], list[Outcome]], max_rows: int, max_wait: float):
         self.infer, self.split, self.max_rows, self.max_wait = infer, split, max_rows, max_wait
         self._lock = threading.Condition()
@@ -73,8 +71,8 @@ class MicroBatcher(Generic[Outcome]):
             self._coming -= 1
             self._lock.notify_all()
 
-    def __call__(self, matrix: np.ndarray) -> Outcome:
-        job: _Job[Outcome] = _Job(matrix)
+    def __call__(self, rows: list[Any]) -> Outcome:
+        job: _Job[Outcome] = _Job(rows)
         with self._lock:
             self._uncount()
             self._queue.append(job)
@@ -93,7 +91,7 @@ class MicroBatcher(Generic[Outcome]):
         """The next batch, after waiting (at most max_wait) for the requests that are on their way."""
         with self._lock:
             deadline = time.monotonic() + self.max_wait
-            while sum(len(job.matrix) for job in self._queue) < self.max_rows:
+            while sum(len(job.rows) for job in self._queue) < self.max_rows:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -107,9 +105,9 @@ class MicroBatcher(Generic[Outcome]):
                 if len(self._queue) == queued:
                     break
             batch = [self._queue.popleft()]
-            rows = len(batch[0].matrix)
-            while self._queue and rows + len(self._queue[0].matrix) <= self.max_rows:
-                rows += len(self._queue[0].matrix)
+            rows = len(batch[0].rows)
+            while self._queue and rows + len(self._queue[0].rows) <= self.max_rows:
+                rows += len(self._queue[0].rows)
                 batch.append(self._queue.popleft())
             self._last_size = len(batch)
         return batch
@@ -133,16 +131,16 @@ class MicroBatcher(Generic[Outcome]):
             self._compute_alone(batch[0])
             return
         try:
-            outcome = self.infer(np.concatenate([job.matrix for job in batch]))
+            outcome = self.infer([row for job in batch for row in job.rows])
         except Exception:  # noqa: BLE001 - retried request by request, so each gets its own error
             for job in batch:
                 self._compute_alone(job)
             return
-        for job, part in zip(batch, self.split(outcome, [len(job.matrix) for job in batch])):
+        for job, part in zip(batch, self.split(outcome, [len(job.rows) for job in batch])):
             job.outcome = part
 
     def _compute_alone(self, job: _Job[Outcome]) -> None:
         try:
-            job.outcome = self.infer(job.matrix)
+            job.outcome = self.infer(job.rows)
         except Exception as exc:  # noqa: BLE001 - handed to the request's own thread, which raises it
             job.error = exc

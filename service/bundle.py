@@ -1,33 +1,32 @@
-"""Model bundles: a joblib artifact beside a JSON model card, verified before anything is unpickled."""
+"""Model bundles: a model file beside its card.json, verified before anything is loaded.
+
+Order: the card (every problem at once), the file's sha256, the scikit-learn version, then the load (joblib or
+pickle; a skops file through skops' trusted-types check), then the estimator against the card.
+"""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from .card import artifact_format, card_problems
+from .features import Feature, input_builder
 
 CARD_FILE = "card.json"
-TASKS = ("regression", "classification")
-CARD_KEYS = (
-    "name", "title", "version", "description", "task", "dataset", "features", "output",
-    "metrics", "sklearn_version", "artifact", "created",
-)
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+BUILD_HINT = "build an image for this model with `python scripts/build.py --model MODEL_FILE`"
 
 
 class BundleError(Exception):
-    """The bundle cannot be served. The message is one line: what is wrong, where, and what to do."""
+    """The bundle cannot be served. Each line of the message is one problem: what, where, and what to do."""
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,21 @@ class ModelBundle:
     card: dict[str, Any]
     model: Any
     sha256: str
+    features: list[Feature] = field(init=False)
+    to_input: Callable[[list[list[Any]]], Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        features = [Feature.from_card(entry) for entry in self.card["features"]]
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "to_input", input_builder(features, self.dataframe))
 
     @property
     def feature_names(self) -> list[str]:
-        return [feature["name"] for feature in self.card["features"]]
+        return [feature.name for feature in self.features]
+
+    @property
+    def dataframe(self) -> bool:
+        return self.card.get("input") == "dataframe"
 
     @property
     def is_classifier(self) -> bool:
@@ -54,82 +64,82 @@ class ModelBundle:
                                              for value in classes]
 
 
-def validate_card(card: Any, where: Path) -> None:
-    """Raise BundleError naming the first key of the card that is missing or malformed."""
-    if not isinstance(card, dict):
-        raise BundleError(f"model card {where}: expected a JSON object")
-    for key in CARD_KEYS:
-        if key not in card:
-            raise BundleError(f"model card {where}: missing key '{key}'")
-    if card["task"] not in TASKS:
-        raise BundleError(f"model card {where}: 'task' must be one of {', '.join(TASKS)}, not {card['task']!r}")
-    features = card["features"]
-    if not isinstance(features, list) or not features:
-        raise BundleError(f"model card {where}: 'features' must be a non-empty list")
-    names = [feature.get("name") if isinstance(feature, dict) else None for feature in features]
-    if not all(isinstance(name, str) and name for name in names):
-        raise BundleError(f"model card {where}: every feature needs a 'name'")
-    if len(set(names)) != len(names):
-        raise BundleError(f"model card {where}: feature names must be unique")
-    artifact = card["artifact"]
-    if not isinstance(artifact, dict) or not isinstance(artifact.get("file"), str) \
-            or not SHA256.match(str(artifact.get("sha256", ""))):
-        raise BundleError(f"model card {where}: 'artifact' needs 'file' and a 64-hex-digit 'sha256'")
-    if card["task"] == "classification" and not isinstance(card["output"].get("labels"), list):
-        raise BundleError(f"model card {where}: a classifier's 'output' needs its class 'labels'")
-
-
-def _check_model(model: Any, card: dict[str, Any], where: Path) -> None:
-    """The estimator must be able to serve what the card promises."""
-    if not callable(getattr(model, "predict", None)):
-        raise BundleError(f"{where}: {type(model).__name__} has no predict()")
-    expected = len(card["features"])
-    found = getattr(model, "n_features_in_", None)
-    if found != expected:
-        raise BundleError(f"{where}: the estimator expects {found} features but the card lists {expected}")
-    names_in = getattr(model, "feature_names_in_", None)
-    card_names = [feature["name"] for feature in card["features"]]
-    if names_in is not None and list(names_in) != card_names:
-        raise BundleError(f"{where}: the estimator was fitted on features {list(names_in)}, "
-                          f"the card lists {card_names} (same names, same order)")
-    if card["task"] == "classification":
-        classes = [str(value) for value in getattr(model, "classes_", [])]
-        if classes != [str(label) for label in card["output"]["labels"]]:
-            raise BundleError(f"{where}: the estimator's classes {classes} differ from the card's "
-                              f"labels {card['output']['labels']}")
-
-
-def load_bundle(directory: str | Path) -> ModelBundle:
-    """Read and verify the card, check the artifact's sha256, then unpickle and check the estimator."""
-    directory = Path(directory)
+def read_card(directory: Path) -> dict[str, Any]:
+    """The bundle's card, checked against the schema; BundleError lists every problem."""
     card_path = directory / CARD_FILE
     if not card_path.is_file():
-        raise BundleError(f"model card not found: {card_path} (a bundle is a folder holding "
-                          f"{CARD_FILE} and the artifact it names; make one with scripts/train.py)")
+        raise BundleError(f"model card not found: {card_path} (a bundle is a folder holding {CARD_FILE} and the "
+                          f"model file it names; {BUILD_HINT} derives one)")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"model card {card_path} is not readable JSON: {exc}") from None
-    validate_card(card, card_path)
+    problems = card_problems(card)
+    if problems:
+        raise BundleError("\n".join(f"{card_path}: {problem}" for problem in problems))
+    return card
 
+
+def load_model(path: Path, card: dict[str, Any]) -> Any:
+    """Load the model file: joblib/pickle, or skops with only skops' default types and the card's `trusted`."""
+    try:
+        if artifact_format(card) == "skops":
+            skops_io = importlib.import_module("skops.io")  # only bundles in skops format need the package
+            return skops_io.load(path, trusted=card["artifact"].get("trusted", []))
+        import joblib
+        return joblib.load(path)
+    except ModuleNotFoundError as exc:
+        raise BundleError(f"cannot load {path}: it needs the module '{exc.name}', which is not installed "
+                          f"({BUILD_HINT} [--code DIR for your own modules])") from None
+    except Exception as exc:  # a load failure can be any exception the file raises
+        message = " ".join(str(exc).split())
+        raise BundleError(f"cannot load {path}: {type(exc).__name__}: {message}") from None
+
+
+def check_model(model: Any, card: dict[str, Any], where: Path) -> None:
+    """The estimator must be able to serve what the card promises; every mismatch is one line."""
+    problems = []
+    if not callable(getattr(model, "predict", None)):
+        raise BundleError(f"{where}: {type(model).__name__} has no predict()")
+    expected = len(card["features"])
+    found = getattr(model, "n_features_in_", None)
+    if found is not None and found != expected:
+        problems.append(f"{where}: the estimator expects {found} features but the card lists {expected}")
+    names_in = getattr(model, "feature_names_in_", None)
+    card_names = [feature["name"] for feature in card["features"]]
+    if names_in is not None and list(names_in) != card_names:
+        problems.append(f"{where}: the estimator was fitted on features {list(names_in)}, "
+                        f"the card lists {card_names} (same names, same order)")
+    if names_in is not None and card.get("input") != "dataframe":
+        problems.append(f"{where}: the estimator was fitted on a DataFrame: the card needs \"input\": \"dataframe\"")
+    if card["task"] == "classification":
+        classes = [str(value) for value in getattr(model, "classes_", [])]
+        if classes != [str(label) for label in card["output"]["labels"]]:
+            problems.append(f"{where}: the estimator's classes {classes} differ from the card's "
+                            f"labels {card['output']['labels']}")
+    if problems:
+        raise BundleError("\n".join(problems))
+
+
+def load_bundle(directory: str | Path) -> ModelBundle:
+    """Read and verify the card, check the artifact's sha256 and scikit-learn version, load, check the model."""
+    directory = Path(directory)
+    card = read_card(directory)
+    card_path = directory / CARD_FILE
     artifact = directory / card["artifact"]["file"]
     if not artifact.is_file():
         raise BundleError(f"artifact not found: {artifact} (named by {card_path})")
     digest = sha256_file(artifact)
     if digest != card["artifact"]["sha256"]:
         raise BundleError(f"artifact {artifact} has sha256 {digest}, the card expects "
-                          f"{card['artifact']['sha256']}: refusing to unpickle it "
-                          f"(restore the artifact or retrain with scripts/train.py)")
+                          f"{card['artifact']['sha256']}: refusing to load it "
+                          f"(restore the file, or put the new model's sha256 in the card)")
 
     import sklearn  # imported here: verifying the card must not wait for scikit-learn
     if card["sklearn_version"] != sklearn.__version__:
         raise BundleError(f"{card_path}: the model was saved with scikit-learn {card['sklearn_version']} "
                           f"but {sklearn.__version__} is installed; pickles do not cross versions "
-                          f"(retrain with scripts/train.py, or pin scikit-learn=={card['sklearn_version']})")
-    import joblib
-    try:
-        model = joblib.load(artifact)
-    except Exception as exc:  # an unpickling failure can be any exception the pickle raises
-        raise BundleError(f"cannot load {artifact}: {type(exc).__name__}: {exc}") from None
-    _check_model(model, card, artifact)
+                          f"({BUILD_HINT}: the image gets scikit-learn {card['sklearn_version']})")
+    model = load_model(artifact, card)
+    check_model(model, card, artifact)
     return ModelBundle(path=directory, card=card, model=model, sha256=digest)

@@ -7,23 +7,25 @@ from typing import Any, Mapping
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "diabetes"
 
-# name -> (environment variable, default, type). The README's "Configuration" table mirrors this.
-# Numbers must be greater than zero, except those named in ZERO_ALLOWED.
-SETTINGS: dict[str, tuple[str, Any, type]] = {
-    "MODEL_DIR": ("MODEL_DIR", str(DEFAULT_MODEL_DIR), str),
-    "HOST": ("SERVICE_HOST", "127.0.0.1", str),
-    "PORT": ("SERVICE_PORT", 8080, int),
-    "WORKERS": ("SERVICE_WORKERS", 0, int),  # 0: one per CPU this process may run on
-    "PIN_CPUS": ("SERVICE_PIN_CPUS", 1, int),  # 1: each worker process bound to one CPU; 0: left to the kernel
-    "THREADS": ("SERVICE_THREADS", 16, int),
-    "BATCH_MAX_ROWS": ("SERVICE_BATCH_MAX_ROWS", 64, int),  # 0: no micro-batching
-    "BATCH_MAX_WAIT_MS": ("SERVICE_BATCH_MAX_WAIT_MS", 2.0, float),  # longest wait for announced requests
-    "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int),
-    "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int),
-    "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int),
-    "MAX_ROWS": ("SERVICE_MAX_ROWS", 1000, int),
-    "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float),
-    "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str),
+# name -> (environment variable, default, type, meaning). The README's "Configuration" table mirrors this, and
+# `python -m service --help` prints it. Numbers must be greater than zero, except those named in ZERO_ALLOWED.
+SETTINGS: dict[str, tuple[str, Any, type, str]] = {
+    "MODEL_DIR": ("MODEL_DIR", str(DEFAULT_MODEL_DIR), str, "the bundle to serve (card.json and the model file)"),
+    "HOST": ("SERVICE_HOST", "127.0.0.1", str, "listen address"),
+    "PORT": ("SERVICE_PORT", 8080, int, "listen port"),
+    "WORKERS": ("SERVICE_WORKERS", 0, int, "worker processes sharing the port; 0: one per usable CPU"),
+    "PIN_CPUS": ("SERVICE_PIN_CPUS", 1, int, "1: each worker bound to its own CPU; 0: left to the kernel"),
+    "THREADS": ("SERVICE_THREADS", 16, int, "waitress threads per worker"),
+    "BATCH_MAX_ROWS": ("SERVICE_BATCH_MAX_ROWS", 64, int, "micro-batching: rows per estimator call; 0: off"),
+    "BATCH_MAX_WAIT_MS": ("SERVICE_BATCH_MAX_WAIT_MS", 2.0, float,
+                          "micro-batching: longest wait of a batch for requests already on their way"),
+    "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int, "open connections per worker"),
+    "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int, "seconds an idle connection is kept"),
+    "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int, "larger request bodies get the JSON 413"),
+    "MAX_ROWS": ("SERVICE_MAX_ROWS", 1000, int, "rows per request"),
+    "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float,
+                      "on SIGTERM: readiness 503 at once, in-flight requests finish, exit within this time"),
+    "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR (DEBUG also logs probes)"),
 }
 ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -37,7 +39,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
     """Read every setting from `environ` (default: os.environ), falling back to its default."""
     environ = os.environ if environ is None else environ
     settings: dict[str, Any] = {}
-    for key, (variable, default, kind) in SETTINGS.items():
+    for key, (variable, default, kind, _) in SETTINGS.items():
         raw = environ.get(variable)
         if raw is None or raw == "":
             settings[key] = default
@@ -56,6 +58,14 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             raise ConfigError(f"{variable}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
         settings[key] = value
     return settings
+
+
+def describe() -> str:
+    """The settings as a table: variable, default, meaning."""
+    width = max(len(variable) for variable, *_ in SETTINGS.values())
+    lines = [f"  {variable:<{width}}  {meaning} (default: {default})"
+             for variable, default, _, meaning in SETTINGS.values()]
+    return "\n".join(lines)
 
 
 def usable_cpus() -> list[int]:

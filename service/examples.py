@@ -3,24 +3,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bundle import ModelBundle
+from .bundle import BundleError, ModelBundle
+from .errors import ApiError
 from .inputs import parse_rows
 from .predictor import Predictor
 
 
-def example_records(bundle: ModelBundle) -> list[dict[str, float]]:
-    """Two records: the card's own example rows, or else the 25% and 75% points of each feature's range."""
-    if len(bundle.card.get("examples") or []) >= 2:
-        return [dict(record) for record in bundle.card["examples"][:2]]
-    records = []
-    for share in (0.25, 0.75):
-        records.append({f["name"]: round(f["min"] + share * (f["max"] - f["min"]), 4)
-                        for f in bundle.card["features"]})
+def example_records(bundle: ModelBundle) -> list[dict[str, Any]]:
+    """Two records: the card's own examples (real rows of the training sample, when derived), else typical
+    values of each feature."""
+    examples = bundle.card.get("examples") or []
+    records = [dict(record) for record in examples[:2]]
+    for index, share in enumerate((0.25, 0.75)[len(records):], start=len(records)):
+        records.append({f.name: f.typical(share, index) for f in bundle.features})
     return records
 
 
 def build_examples(bundle: ModelBundle, predictor: Predictor) -> list[dict[str, Any]]:
-    """Each example's response comes from parsing its request and predicting, exactly as /predict does."""
+    """Each example's response comes from parsing its request and predicting, exactly as /predict does.
+    This is also the warm-up: a model that cannot answer its own examples cannot be served (BundleError)."""
     first, second = example_records(bundle)[:2]
     shapes = [
         ("record", "one record: an object of feature values", first),
@@ -28,10 +29,16 @@ def build_examples(bundle: ModelBundle, predictor: Predictor) -> list[dict[str, 
         ("columns", "pandas' column orientation (DataFrame.to_json()), as in the book",
          {name: {"0": first[name], "1": second[name]} for name in first}),
     ]
-    features = bundle.feature_names
     examples = []
     for name, description, body in shapes:
-        rows = parse_rows(body, features, max_rows=2)
-        examples.append({"name": name, "description": description, "request": body,
-                         "response": predictor.predict(rows)})
+        try:
+            rows = parse_rows(body, bundle.features, max_rows=2)
+            response = predictor.predict(rows)
+        except ApiError as exc:
+            raise BundleError(f"{bundle.path}: the model cannot answer its example ({name}): {exc.message}") from None
+        except Exception as exc:  # the estimator's own failure, whatever its type
+            message = " ".join(str(exc).split())
+            raise BundleError(f"{bundle.path}: the model failed on its example ({name}): "
+                              f"{type(exc).__name__}: {message}") from None
+        examples.append({"name": name, "description": description, "request": body, "response": response})
     return examples

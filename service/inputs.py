@@ -1,4 +1,4 @@
-"""Turn a /predict payload into rows of floats in the model's feature order, or say precisely why not.
+"""Turn a /predict payload into rows of typed values in the model's feature order, or say precisely why not.
 
 Accepted shapes:
 - one record:            {"age": 59, "bmi": 32.1, ...}
@@ -8,12 +8,12 @@ Accepted shapes:
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Sequence
 
 from flask import request
 
 from .errors import ApiError
+from .features import Feature
 
 
 def _invalid(code: str, message: str, field: str | None = None) -> ApiError:
@@ -55,39 +55,19 @@ def decode_json(body: bytes) -> Any:
         raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
 
 
-def _number(value: Any, field: str, where: str) -> float:
-    """A finite JSON number as float; anything else is a 422 naming the field."""
-    if value is None:
-        code, kind = "null_value", "null"
-    elif isinstance(value, bool):
-        code, kind = "not_a_number", "a boolean"
-    elif isinstance(value, str):
-        code, kind = "not_a_number", "a string"
-    elif isinstance(value, (list, dict)):
-        code, kind = "nested_value", "a nested value"
-    else:
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if math.isfinite(number):
-            return number
-        code, kind = "not_finite", "a number out of range"
-    raise _invalid(code, f"{where}: feature '{field}' must be a finite number, got {kind}", field)
-
-
-def _row(record: Any, features: Sequence[str], where: str) -> list[float]:
+def _row(record: Any, features: Sequence[Feature], where: str) -> list[Any]:
     if not isinstance(record, dict):
         raise _invalid("invalid_record", f"{where}: expected an object of feature values, "
                                          f"got {type(record).__name__}")
-    for name in features:
-        if name not in record:
-            raise _invalid("missing_feature", f"{where}: missing feature '{name}'", name)
-    for name in record:
-        if name not in features:
-            raise _invalid("unknown_feature", f"{where}: unknown feature '{name}' "
-                                              f"(expected: {', '.join(features)})", name)
-    return [_number(record[name], name, where) for name in features]
+    for feature in features:
+        if feature.name not in record:
+            raise _invalid("missing_feature", f"{where}: missing feature '{feature.name}'", feature.name)
+    if len(record) != len(features):
+        names = {feature.name for feature in features}
+        unknown = next(name for name in record if name not in names)
+        raise _invalid("unknown_feature", f"{where}: unknown feature '{unknown}' "
+                                          f"(expected: {', '.join(f.name for f in features)})", unknown)
+    return [feature.parse(record[feature.name], where) for feature in features]
 
 
 def _column_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,8 +88,8 @@ def _column_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
     return [{name: column[key] for name, column in columns.items()} for key in index]
 
 
-def parse_rows(payload: Any, features: Sequence[str], max_rows: int) -> list[list[float]]:
-    """Rows of floats, in input order, for a payload of any accepted shape."""
+def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> list[list[Any]]:
+    """Rows of typed values (see service/features.py), in input order, for a payload of any accepted shape."""
     if isinstance(payload, dict) and payload and any(isinstance(v, dict) for v in payload.values()):
         records = _column_records(payload)
         label = "row"

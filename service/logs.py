@@ -10,12 +10,17 @@ import json
 import logging
 import sys
 import time
+import warnings
+from typing import TextIO
 
 from flask import Flask, Response, g, request
 
 ACCESS = logging.getLogger("service.access")
 PROBES = ("/health/", "/v2/health/", "/metrics")
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+WARNINGS = logging.getLogger("py.warnings")
+REMEMBERED_WARNINGS = 1024  # distinct warnings logged once each; past this many, each is logged as it comes
+_warned: set[tuple[str, str]] = set()
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,10 +35,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                file: TextIO | None = None, line: str | None = None) -> None:
+    """warnings.showwarning as one JSON log line, once per distinct category and text."""
+    key = (category.__name__, str(message))
+    if key in _warned:
+        return
+    if len(_warned) < REMEMBERED_WARNINGS:
+        _warned.add(key)
+    WARNINGS.warning("%s", message, extra={"category": category.__name__, "source": f"{filename}:{lineno}"})
+
+
 def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr for every log record, and for Python warnings (a library's warnings included)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    warnings.showwarning = log_warning
     # waitress warns "Task queue depth is N" for every request that waits for a free thread: under load, one
     # line per request. The in-flight gauge at /metrics says the same once.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -25,17 +25,48 @@ def _obj(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
+JSON_TYPES = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string"}
+
+
+def _json_type(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "number"
+    return "string"
+
+
+def feature_schema(entry: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of one feature's value, from its card entry."""
+    values = entry.get("values")
+    kind = _json_type(values) if entry["type"] == "category" and values else JSON_TYPES.get(entry["type"], "string")
+    schema: dict[str, Any] = {"type": [kind, "null"] if entry.get("nullable") else kind}
+    if values and entry.get("closed", True):
+        schema["enum"] = [*values, None] if entry.get("nullable") else list(values)
+    elif values:
+        schema["examples"] = values[:20]
+    notes = [entry.get("description") or entry["name"]]
+    if entry.get("unit"):
+        notes[0] += f" ({entry['unit']})"
+    if "min" in entry and "max" in entry:
+        notes.append(f"seen in training: {entry['min']} to {entry['max']}")
+    if values and not entry.get("closed", True):
+        notes.append("other values are accepted: the model handles unknown values")
+    if entry.get("nullable"):
+        notes.append("null: missing, as in training")
+    schema["description"] = "; ".join(notes)
+    return schema
+
+
 def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
     bundle, card = service.bundle, service.bundle.card
     features = card["features"]
-    label = {"type": "string"} if bundle.is_classifier else {"type": "number"}
+    label = {"type": _json_type(bundle.classes or [])} if bundle.is_classifier else {"type": "number"}
     record = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
-              "properties": {f["name"]: {"type": "number", "description": f"{f['description']}"
-                                         + (f" ({f['unit']})" if f.get("unit") else "")
-                                         + f"; seen in training: {f['min']} to {f['max']}"} for f in features}}
+              "properties": {f["name"]: feature_schema(f) for f in features}}
     columns = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
                "properties": {f["name"]: {"type": "object", "minProperties": 1,
-                                          "additionalProperties": {"type": "number"}} for f in features}}
+                                          "additionalProperties": feature_schema(f)} for f in features}}
     prediction = _obj(model={"type": "string"}, model_version={"type": "string"},
                       predictions={"type": "array", "items": label})
     if service.predictor.has_proba:

@@ -11,15 +11,23 @@ import numpy as np
 from .batching import MicroBatcher
 from .bundle import ModelBundle
 from .errors import ApiError
+from .features import Feature
 
 log = logging.getLogger(__name__)
 Outcome = tuple[np.ndarray, np.ndarray | None]  # predictions, probabilities
-PROBE_ROWS = 32  # rows spread over the card's training ranges, for the start-up batching check
+PROBE_ROWS = 32  # rows spread over the card's features, for the start-up batching check
 
 
 def _plain(value: Any) -> Any:
     """numpy scalars to the Python values JSON encodes exactly (float64 round-trips through repr)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def probe_value(feature: Feature, rng: np.random.Generator, index: int) -> Any:
+    """A JSON value for `feature`, spread over its range or its known values; null now and then if nullable."""
+    if feature.nullable and index % 5 == 4:
+        return None
+    return feature.typical(float(rng.uniform()), int(rng.integers(1 << 16)))
 
 
 class Predictor:
@@ -37,10 +45,11 @@ class Predictor:
                 log.warning("micro-batching is off: this model's answers for rows predicted together differ "
                             "from its answers for the same rows predicted alone")
 
-    def infer(self, matrix: np.ndarray) -> Outcome:
-        """The estimator itself, called once on `matrix`."""
-        predictions = self.bundle.model.predict(matrix)
-        probabilities = self.bundle.model.predict_proba(matrix) if self.has_proba else None
+    def infer(self, rows: list[list[Any]]) -> Outcome:
+        """The estimator itself, called once on `rows` (as the array or DataFrame it was fitted on)."""
+        model_input = self.bundle.to_input(rows)
+        predictions = np.asarray(self.bundle.model.predict(model_input))
+        probabilities = self.bundle.model.predict_proba(model_input) if self.has_proba else None
         return predictions, probabilities
 
     @staticmethod
@@ -55,13 +64,18 @@ class Predictor:
         """Whether rows predicted together get exactly (bit for bit) the answers they get one by one.
 
         True for the estimators whose rows are independent (trees, ensembles, linear models, pipelines of
-        them), checked here on the live model rather than assumed."""
-        features = self.bundle.card["features"]
+        them), checked here on the live model rather than assumed. A model that refuses the probe rows is not
+        batched."""
         rng = np.random.default_rng(0)
-        rows = np.column_stack([rng.uniform(f["min"], f["max"], PROBE_ROWS) for f in features])
-        together = self._split(self.infer(rows), [1] * PROBE_ROWS)
-        for row, (predictions, probabilities) in zip(rows, together):
-            alone_predictions, alone_probabilities = self.infer(row[np.newaxis, :])
+        features = self.bundle.features
+        try:
+            rows = [[f.parse(probe_value(f, rng, i), "probe") for f in features] for i in range(PROBE_ROWS)]
+            together = self._split(self.infer(rows), [1] * PROBE_ROWS)
+            alone = [self.infer([row]) for row in rows]
+        except Exception as exc:  # noqa: BLE001 - any failure here only means: not batched
+            log.info("micro-batching check skipped: the model refused the probe rows (%s)", exc)
+            return False
+        for (predictions, probabilities), (alone_predictions, alone_probabilities) in zip(together, alone):
             if not np.array_equal(predictions, alone_predictions):
                 return False
             if probabilities is not None and not np.array_equal(probabilities, alone_probabilities):
@@ -72,13 +86,13 @@ class Predictor:
         """Wrap the reading and checking of a request that will call predict(): see MicroBatcher.coming."""
         return self.batcher.coming() if self.batcher else contextlib.nullcontext()
 
-    def predict(self, rows: list[list[float]]) -> dict[str, Any]:
+    def predict(self, rows: list[list[Any]]) -> dict[str, Any]:
         """Predictions (and probabilities); a 422 when the estimator refuses the values or answers non-finite."""
-        matrix = np.asarray(rows, dtype=np.float64)
         try:
-            predictions, probabilities = (self.batcher or self.infer)(matrix)
+            predictions, probabilities = (self.batcher or self.infer)(rows)
         except ValueError as exc:  # scikit-learn's own input validation, e.g. values too large for float32
-            raise ApiError(422, "rejected_by_model", f"the model rejected the input: {exc}") from None
+            message = " ".join(str(exc).split())
+            raise ApiError(422, "rejected_by_model", f"the model rejected the input: {message}") from None
         result: dict[str, Any] = {
             "model": self.bundle.card["name"],
             "model_version": self.bundle.card["version"],

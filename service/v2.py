@@ -1,9 +1,10 @@
 """Open Inference Protocol (V2) REST routes, so KServe and MLServer clients can call this server.
 
-Inputs may come as one tensor per feature (shape [N] or [N, 1], named like the card's features) or as a single
-[N, F] tensor in the card's feature order; data flat (row-major) or nested. They become records and go through
-the same validation as /predict. Outputs: `predict` (FP64 for a regressor, BYTES labels for a classifier) and,
-for a classifier, `predict_proba` (FP64, [N, classes]).
+Inputs may come as one tensor per feature (shape [N] or [N, 1], named like the card's features, datatype FP64 or
+another numeric type for numbers, BOOL, or BYTES for text) or as a single [N, F] tensor in the card's feature
+order; data flat (row-major) or nested, null where a nullable value is missing. They become records and go
+through the same validation as /predict. Outputs: `predict` (FP64 for a regressor; for a classifier, its labels
+as BYTES, INT64 or BOOL) and, for a classifier, `predict_proba` (FP64, [N, classes]).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify
 
 from . import __version__
+from .bundle import ModelBundle
 from .errors import ApiError
+from .features import Feature
 from .inputs import parse_rows, read_json_body
 from .state import state
 
@@ -21,6 +24,34 @@ v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
 NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
 DATATYPES = NUMERIC | {"BOOL", "BYTES"}
+FAMILY_DATATYPES = {"string": "BYTES", "boolean": "BOOL", "integer": "INT64", "number": "FP64"}
+
+
+def _datatype_of(values: list[Any]) -> str:
+    """The V2 datatype for a list of JSON values (labels or categories)."""
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def datatype(feature: Feature) -> str:
+    """A feature's V2 datatype: FP64, INT64, BOOL, or BYTES for text."""
+    if feature.type == "category" and feature.values:
+        return _datatype_of(list(feature.values))
+    return FAMILY_DATATYPES.get(feature.type, "BYTES")
+
+
+def output_datatype(bundle: ModelBundle) -> str:
+    """FP64 for a regressor; for a classifier, the datatype of its labels."""
+    return _datatype_of(bundle.classes or []) if bundle.is_classifier else "FP64"
+
+
+def _compatible(sent: str, expected: str) -> bool:
+    return sent == expected or (sent in NUMERIC and expected in NUMERIC)
 
 
 def _model(name: str, version: str | None) -> Any:
@@ -61,11 +92,11 @@ def ready() -> Response:
 def model_metadata(name: str, version: str | None = None) -> Response:
     service = _model(name, version)
     card, bundle = service.bundle.card, service.bundle
-    outputs = [{"name": "predict", "datatype": "BYTES" if bundle.is_classifier else "FP64", "shape": [-1]}]
+    outputs = [{"name": "predict", "datatype": output_datatype(bundle), "shape": [-1]}]
     if service.predictor.has_proba:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(bundle.classes)]})
     return jsonify(name=card["name"], versions=[card["version"]], platform="sklearn",
-                   inputs=[{"name": f, "datatype": "FP64", "shape": [-1]} for f in bundle.feature_names],
+                   inputs=[{"name": f.name, "datatype": datatype(f), "shape": [-1]} for f in bundle.features],
                    outputs=outputs)
 
 
@@ -90,8 +121,8 @@ def _flatten(data: Any, where: str) -> list[Any]:
     return flat
 
 
-def _tensor(tensor: Any, position: int) -> tuple[str, list[int], list[Any]]:
-    """Validate one input tensor's envelope; returns name, shape and flat data."""
+def _tensor(tensor: Any, position: int) -> tuple[str, list[int], str, list[Any]]:
+    """Validate one input tensor's envelope; returns name, shape, datatype and flat data."""
     where = f"inputs[{position}]"
     if not isinstance(tensor, dict):
         raise ApiError(422, "invalid_tensor", f"{where}: expected an object with name, shape, datatype, data")
@@ -103,29 +134,31 @@ def _tensor(tensor: Any, position: int) -> tuple[str, list[int], list[Any]]:
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': 'shape' must be a list of sizes", name)
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': unknown datatype {datatype!r}", name)
-    if datatype not in NUMERIC:
-        raise ApiError(422, "invalid_tensor", f"{where} '{name}': {datatype} is not accepted, send FP64 "
-                                              f"(or another numeric type)", name)
     data = _flatten(tensor.get("data"), f"{where} '{name}'")
     if len(data) != math.prod(shape):
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': shape {shape} needs {math.prod(shape)} values, "
                                               f"got {len(data)}", name)
-    return name, shape, data
+    return name, shape, datatype, data
 
 
-def records_from_inputs(inputs: Any, features: list[str]) -> list[dict[str, Any]]:
-    """V2 input tensors as records keyed by feature name."""
+def records_from_inputs(inputs: Any, features: list[Feature]) -> list[dict[str, Any]]:
+    """V2 input tensors as records keyed by feature name: one tensor per feature (of the feature's datatype
+    family), or one [N, F] tensor whose values are checked feature by feature."""
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(422, "invalid_tensor", "'inputs' must be a non-empty list of tensors")
     tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in features:
-        name, (rows, columns), data = tensors[0]
+    names = [feature.name for feature in features]
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in names:
+        name, (rows, columns), _, data = tensors[0]
         if columns != len(features):
             raise ApiError(422, "invalid_tensor", f"input '{name}' has {columns} columns, the model takes "
-                                                  f"{len(features)}: {', '.join(features)}", name)
-        return [dict(zip(features, data[r * columns:(r + 1) * columns])) for r in range(rows)]
+                                                  f"{len(features)}: {', '.join(names)}", name)
+        return [dict(zip(names, data[r * columns:(r + 1) * columns])) for r in range(rows)]
+    expected = {feature.name: datatype(feature) for feature in features}
     columns: dict[str, list[Any]] = {}
-    for name, shape, data in tensors:
+    for name, shape, sent, data in tensors:
+        if name in expected and not _compatible(sent, expected[name]):
+            raise ApiError(422, "invalid_tensor", f"input '{name}': send it as {expected[name]}, not {sent}", name)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise ApiError(422, "invalid_tensor", f"input '{name}': a feature tensor has shape [N] or [N, 1], "
                                                   f"not {shape}", name)
@@ -147,13 +180,13 @@ def infer(name: str, version: str | None = None) -> Response:
         payload = read_json_body()
         if not isinstance(payload, dict):
             raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
-        features = service.bundle.feature_names
+        features = service.bundle.features
         rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
                           current_app.config["MAX_ROWS"])
         result = service.predictor.predict(rows)
     count = g.rows = len(rows)
-    outputs = [{"name": "predict", "shape": [count],
-                "datatype": "BYTES" if service.bundle.is_classifier else "FP64", "data": result["predictions"]}]
+    outputs = [{"name": "predict", "shape": [count], "datatype": output_datatype(service.bundle),
+                "data": result["predictions"]}]
     if "probabilities" in result:
         labels = [str(label) for label in service.bundle.classes]
         outputs.append({"name": "predict_proba", "shape": [count, len(labels)], "datatype": "FP64",

@@ -51,7 +51,14 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
     try:
         app = create_app()
     except (BundleError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return START_ERROR
+    except Exception as exc:  # noqa: BLE001 - whatever else fails at start-up: one line, and DEBUG has the rest
+        log.debug("start-up failed", exc_info=True)
+        message = " ".join(str(exc).split())
+        print(f"error: start-up failed: {type(exc).__name__}: {message} (SERVICE_LOG_LEVEL=DEBUG logs the "
+              f"traceback)", file=sys.stderr)
         return START_ERROR
     service = app.extensions[EXTENSION]
     card = service.bundle.card

@@ -32,6 +32,13 @@ def service(app):
     return app.extensions[EXTENSION]
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The models users bring (tests/byo_models.py), trained once per session."""
+    from .byo_models import train_all
+    return train_all(tmp_path_factory.mktemp("code"))
+
+
 @pytest.fixture()
 def bundle_copy(tmp_path: Path) -> Path:
     """A writable copy of the default bundle, for tampering."""

@@ -35,7 +35,7 @@ def test_a_new_import_makes_requirements_in_stale(project):
 def test_a_dropped_import_makes_requirements_in_stale(project):
     text = (project / "requirements.in").read_text()
     (project / "requirements.in").write_text(text + "requests\n")
-    with pytest.raises(BuildError, match="listed but not imported: requests"):
+    with pytest.raises(BuildError, match="listed but not needed: requests"):
         requirements.check(project)
 
 
@@ -206,3 +206,56 @@ def test_trim_rules_on_a_fake_site(tmp_path: Path):
     assert link.read_bytes() == b"same bytes"
     assert removed["duplicate vendored libraries (now symlinks)"] == (1, len(b"same bytes"))
     assert removed["Swagger UI files /docs does not serve"][0] == 2
+
+
+@pytest.mark.parametrize("reference,builder", [
+    ("sklearn-model-service:0.1.0", "sklearn-model-service-builder:0.1.0"),
+    ("churn", "churn-builder:latest"),
+    ("registry.example.internal:5000/ml/churn:2", "registry.example.internal:5000/ml/churn-builder:2"),
+    ("localhost:5000/churn", "localhost:5000/churn-builder:latest"),
+])
+def test_each_image_gets_its_own_builder(reference, builder):
+    from imagebuild.cli import builder_reference
+    assert builder_reference(reference) == builder
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--latest"], "--latest only applies with --push"),
+    (["--sample", "rows.csv"], "--sample, --code and --trust apply to --model"),
+    (["--model", "m.joblib", "--size-budget", "0"], "--size-budget 0: give a size in MB greater than zero"),
+    (["--tag", "Churn Model:1"], "--tag Churn Model:1: not an image reference"),
+    (["--model", "m.skops", "--trust", "os.system;rm"], "--trust os.system;rm: give types as module.Class"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(arguments, message, capsys):
+    from imagebuild import cli
+    assert cli.main(arguments) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("name,message", [
+    ("nothing.joblib", "--model {tmp}/nothing.joblib: no such file or folder"),
+    ("model.onnx", "unknown model file type .onnx"),
+    ("", "expected one model file"),
+])
+def test_a_model_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, name, message, capsys):
+    from imagebuild import cli
+    if name.endswith(".onnx"):
+        (tmp_path / name).write_bytes(b"")
+    assert cli.main(["--model", str(tmp_path / name)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0]
+
+
+def test_a_hand_written_card_is_checked_before_building(tmp_path, capsys):
+    import json
+    from imagebuild import cli
+    shutil.copytree(ROOT / "models" / "iris", tmp_path / "iris")
+    card = json.loads((tmp_path / "iris" / "card.json").read_text())
+    card["features"][0]["type"] = "decimal"
+    card["output"].pop("labels")
+    (tmp_path / "iris" / "card.json").write_text(json.dumps(card))
+    assert cli.main(["--model", str(tmp_path / "iris")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {tmp_path / 'iris' / 'card.json'}: card.features[0].type: must be one of \"number\", "
+                     f"\"integer\", \"boolean\", \"string\", \"category\", not \"decimal\""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -28,16 +29,22 @@ def test_default_bundle_loads(bundle_copy):
 def test_tampered_artifact_is_refused(bundle_copy):
     with (bundle_copy / "model.joblib").open("ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(BundleError, match="sha256 .* refusing to unpickle"):
+    with pytest.raises(BundleError, match="sha256 .* refusing to load it"):
         load_bundle(bundle_copy)
 
 
+def drop_last_feature(card: dict) -> None:
+    name = card["features"].pop()["name"]
+    for example in card["examples"]:
+        example.pop(name)
+
+
 @pytest.mark.parametrize("change,message", [
-    (lambda c: c["features"].pop(), "expects 10 features but the card lists 9"),
-    (lambda c: c.pop("metrics"), "missing key 'metrics'"),
-    (lambda c: c.update(task="ranking"), "'task' must be one of"),
-    (lambda c: c["features"].append(dict(c["features"][0])), "feature names must be unique"),
-    (lambda c: c["artifact"].update(sha256="abc"), "64-hex-digit 'sha256'"),
+    (drop_last_feature, "expects 10 features but the card lists 9"),
+    (lambda c: c.pop("artifact"), "card: missing key 'artifact'"),
+    (lambda c: c.update(task="ranking"), "card.task: must be one of \"regression\", \"classification\""),
+    (lambda c: c["features"].append(dict(c["features"][0])), "the name 'age' is used 2 times"),
+    (lambda c: c["artifact"].update(sha256="abc"), "card.artifact.sha256: \"abc\" does not match"),
     (lambda c: c.update(sklearn_version="0.20.3"), "saved with scikit-learn 0.20.3"),
     (lambda c: c["artifact"].update(file="gone.joblib"), "artifact not found"),
 ])
@@ -115,3 +122,45 @@ def test_a_port_in_use_fails_with_one_line_and_exit_2(workers):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: cannot serve on 127.0.0.1:{port}: [Errno 98] Address already in use "
                                      f"(another server on that port? set SERVICE_PORT)")
+
+
+def test_help_prints_every_setting_and_exits_0():
+    from service.config import SETTINGS
+    result = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert all(variable in result.stdout for variable, *_ in SETTINGS.values())
+    wrong = subprocess.run([sys.executable, "-m", "service", "--port", "80"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 2 and "unrecognized arguments: --port 80" in wrong.stderr
+
+
+def test_a_model_that_fails_its_warm_up_is_one_line_and_exit_2(bundle_copy):
+    """The card's own example is refused by the model (1e300 overflows gradient boosting's float32)."""
+    edit_card(bundle_copy, lambda c: c["examples"][0].update(age=1e300))
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_WORKERS": "1"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if not line.startswith("{")] == [
+        f"error: {bundle_copy}: the model cannot answer its example (record): the model rejected the input: "
+        f"Input X contains infinity or a value too large for dtype('float32')."]
+    assert all(json.loads(line)["logger"] == "py.warnings" for line in lines if line.startswith("{"))
+
+
+def test_warnings_become_json_log_lines_once_each(capsys):
+    import json
+    import warnings
+    from service import logs
+    logs.configure("INFO")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            for _ in range(3):
+                warnings.warn("X does not have valid feature names", UserWarning)
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        logging.getLogger().handlers.clear()
+    assert len(lines) == 1
+    assert lines[0]["level"] == "WARNING" and lines[0]["logger"] == "py.warnings"
+    assert lines[0]["message"] == "X does not have valid feature names" and lines[0]["category"] == "UserWarning"

@@ -1,0 +1,133 @@
+"""The packages a model needs, beside the service's own: read from the model file's opcodes (imagebuild/scan.py)
+and from the imports of the user's code (pipreqs), mapped to distributions by the environment the model was
+trained in (importlib.metadata, which knows that `imblearn` is imbalanced-learn), else by pipreqs' mapping, and
+pinned to that environment's versions. The model's own scikit-learn version decides the image's.
+
+When every need is already pinned, at the same version, by the repository's requirements.txt, the build uses that
+file; otherwise a requirements file for this build is compiled (pip-compile --generate-hashes, the repository's
+pins kept where they fit) and cached under .cache/requirements/.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ROOT, BuildError
+from .environment import Environment
+from .model_input import ModelSource
+from .requirements import IMPORT_OVERRIDES, compile_requirements, listed_packages, normalize, pinned
+from .scan import Scan
+
+CACHE = ROOT / ".cache" / "requirements"
+STDLIB = set(sys.stdlib_module_names) | {"__builtin__", "copy_reg"}  # the last two: Python 2 names in old pickles
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Distribution -> version (None: the newest that fits), and what the reader should know."""
+
+    pins: dict[str, str | None]
+    notes: tuple[str, ...] = ()
+
+
+def pipreqs_mapping() -> dict[str, str]:
+    """pipreqs' own import-name -> package mapping, and this project's overrides."""
+    from pipreqs import pipreqs
+    with open(pipreqs.join("mapping"), encoding="utf-8") as handle:
+        mapping = dict(line.strip().split(":", 1) for line in handle if ":" in line)
+    return {**mapping, **IMPORT_OVERRIDES}
+
+
+def code_imports(source: ModelSource) -> dict[str, str]:
+    """Third-party top-level imports of the user's code -> the folder importing it."""
+    from pipreqs import pipreqs
+    found: dict[str, str] = {}
+    for folder in source.code:
+        try:
+            imports = pipreqs.get_all_imports(str(folder), encoding="utf-8")
+        except (SyntaxError, UnicodeDecodeError) as exc:
+            raise BuildError(f"--code {folder}: cannot read its imports ({type(exc).__name__}: {exc})") from None
+        for name in imports:
+            if name not in source.modules and name not in STDLIB:
+                found.setdefault(name, f"imported by the code in {folder.name}")
+    return found
+
+
+def _check_local(module: str, name: str, source: ModelSource) -> None:
+    """The user's module the model names must exist in --code."""
+    top, *rest = module.split(".")
+    path = source.modules[top]
+    if rest and path.is_dir():
+        target = path.joinpath(*rest)
+        if not (target.with_suffix(".py").is_file() or (target / "__init__.py").is_file() or target.is_dir()):
+            raise BuildError(f"the model references {module}.{name}, but --code has no {module.replace('.', '/')}.py")
+
+
+def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: bool = True) -> Needs:
+    """Distributions the model and the user's code need; versions from `env` when `versions` is true."""
+    needed: dict[str, str] = {}  # top-level module -> why it is needed
+    for module, name in sorted(scan.globals):
+        top = module.split(".")[0]
+        if top == "__main__":
+            raise BuildError(f"the model references {name}, defined in the training script (__main__): move it "
+                             f"into a module of your own, retrain, and give that module's folder with --code")
+        if top in STDLIB:
+            continue
+        if top in source.modules:
+            _check_local(module, name, source)
+            continue
+        needed.setdefault(top, f"the model references {module}.{name}")
+    for top, why in code_imports(source).items():
+        needed.setdefault(top, why)
+
+    mapping, pins, notes = pipreqs_mapping(), {}, []
+    unknown = [top for top in needed if not env.distributions_of(top) and top not in mapping]
+    owners = env.owners(sorted(scan.modules - set(unknown)), unknown) if unknown else {}
+    for top, why in sorted(needed.items()):
+        distributions = env.distributions_of(top) or ([normalize(mapping[top])] if top in mapping else []) \
+            or owners.get(top, [])
+        if not distributions:
+            raise BuildError(f"module '{top}' ({why}) is provided by no distribution installed in {env.python}, "
+                             f"and pipreqs' mapping does not know it: build with --python pointing at the Python "
+                             f"the model was trained with, or give your own code with --code")
+        for distribution in distributions:
+            pins[distribution] = env.version_of(distribution) if versions else None
+    if scan.dataframe or source.dataframe_card:
+        pins.setdefault("pandas", env.version_of("pandas") if versions else None)
+    if scan.format == "skops":
+        pins.setdefault("skops", env.version_of("skops") if versions else None)
+    if scan.sklearn_version:
+        trained = pins.get("scikit-learn")
+        if trained and trained != scan.sklearn_version:
+            notes.append(f"{env.python} has scikit-learn {trained}, the model was saved with "
+                         f"{scan.sklearn_version}: the image gets {scan.sklearn_version}")
+        pins["scikit-learn"] = scan.sklearn_version
+    if versions:
+        notes += [f"{name} is not installed in {env.python}: the image gets the newest version that fits"
+                  for name, version in sorted(pins.items()) if version is None]
+    return Needs(pins, tuple(notes))
+
+
+def requirements_file(needs: Needs, root: Path = ROOT, cache: Path = CACHE) -> Path:
+    """The hash-pinned requirements for an image serving a model with these needs."""
+    repository = root / "requirements.txt"
+    pins = pinned(repository)
+    if all(name in pins and version in (None, pins[name]) for name, version in needs.pins.items()):
+        return repository
+    lines = [name for name in listed_packages(root / "requirements.in") if name not in needs.pins]
+    lines += [f"{name}=={version}" if version else name for name, version in sorted(needs.pins.items())]
+    text = "".join(f"{line}\n" for line in sorted(lines))
+    key = hashlib.sha256((text + repository.read_text(encoding="utf-8")).encode()).hexdigest()[:12]
+    folder = cache / key
+    target = folder / "requirements.txt"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "requirements.in").write_text(text, encoding="utf-8")
+    partial = folder / "requirements.txt.partial"
+    partial.write_text(repository.read_text(encoding="utf-8"), encoding="utf-8")  # the repository's pins first
+    compile_requirements(folder / "requirements.in", partial)
+    partial.rename(target)
+    return target

@@ -1,0 +1,53 @@
+"""The bundle an image serves, read back from the image without running it (a created container's archive)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from . import BuildError
+
+MODEL_DIR = "/app/model"
+
+
+def _archive(client: Any, reference: str, path: str) -> tarfile.TarFile:
+    container = client.containers.create(reference)
+    try:
+        stream, _ = container.get_archive(path)
+        return tarfile.open(fileobj=io.BytesIO(b"".join(stream)))
+    finally:
+        container.remove(force=True)
+
+
+def served_card(client: Any, reference: str) -> dict[str, Any]:
+    """The card.json the image serves."""
+    with _archive(client, reference, f"{MODEL_DIR}/card.json") as archive:
+        member = archive.extractfile("card.json")
+        if member is None:
+            raise BuildError(f"{reference} holds no {MODEL_DIR}/card.json")
+        return json.loads(member.read())
+
+
+def write_bundle(client: Any, reference: str, target: Path) -> None:
+    """Copy the served bundle (card.json and the model file) into `target`, to edit and build with --model."""
+    target.mkdir(parents=True, exist_ok=True)
+    with _archive(client, reference, MODEL_DIR) as archive:
+        for member in archive.getmembers():
+            name = Path(member.name)
+            if member.isfile() and len(name.parts) == 2:  # model/<file>
+                (target / name.name).write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]
+
+
+def summary(card: dict[str, Any]) -> dict[str, Any]:
+    """What the report shows of the served model."""
+    return {
+        "name": card["name"], "version": card["version"], "task": card["task"],
+        "input": card.get("input", "array"), "sklearn_version": card["sklearn_version"],
+        "features": [{"name": f["name"], "type": f["type"], "nullable": f.get("nullable", False),
+                      **({"values": len(f["values"]), "closed": f.get("closed", True)} if "values" in f else {})}
+                     for f in card["features"]],
+        "labels": card["output"].get("labels"),
+        "notes": card.get("notes", []),
+    }

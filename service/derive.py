@@ -1,0 +1,309 @@
+"""`python -m service.derive MODEL --out DIR [--sample CSV] [--trust TYPE]`: a servable bundle (card.json and the
+model file) from a fitted model, derived, never hand-written; or a hand-written bundle, checked.
+
+From the model: feature names (feature_names_in_, else the sample's header, else x0..xN), task, classes, the
+categories its encoders know, how training marked missing values, pandas categoricals, the scikit-learn version
+and the sha256. From the sample (rows of the training data, CSV): each feature's type, whether it may be missing,
+its range, and two real example rows. Then the live model is asked: does it accept each example, a value it has
+never seen (else the feature's values are closed), a missing value where the sample had some.
+
+Run it where the model loads with the versions it is served with: scripts/build.py runs it in the image's
+builder stage. Notes (what could not be inferred) go to stdout as `card: note: ...`; an error is one line per
+problem on stderr, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .bundle import CARD_FILE, BundleError, check_model, load_model, read_card, sha256_file
+from .card import FORMATS, card_problems
+from .features import Feature, column_dtype, input_builder
+from .introspect import Known, known_columns
+from .sample import Column, SampleError, read_sample
+
+MAX_VALUES = 200  # distinct texts of a sample column listed as the feature's values
+UNSEEN = "__a value never seen in training__"
+
+
+class DeriveError(Exception):
+    """The model cannot be described for serving; one line per problem."""
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _family(values: Sequence[Any]) -> str:
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    return "integer" if all(isinstance(v, int) for v in values) else "number"
+
+
+def find_model(folder: Path) -> Path:
+    """The one model file in a folder."""
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+    if len(found) != 1:
+        raise DeriveError(f"{folder}: expected one model file ({', '.join(sorted(FORMATS))}), found "
+                          f"{len(found)}{': ' + ', '.join(p.name for p in found) if found else ''}")
+    return found[0]
+
+
+def _trusted(artifact: Path, trust: Sequence[str]) -> list[str]:
+    """skops: the types of the file that skops does not trust by default; all must be in `trust`."""
+    import importlib
+    skops_io = importlib.import_module("skops.io")
+    untrusted = sorted(skops_io.get_untrusted_types(file=artifact))
+    refused = [name for name in untrusted if name not in trust]
+    if refused:
+        raise DeriveError(f"{artifact.name} holds types skops does not trust by default: {', '.join(refused)}; "
+                          f"check them, then pass --trust {','.join(refused)}")
+    return untrusted
+
+
+def _names(model: Any, columns: dict[str, Column], notes: list[str]) -> tuple[list[str], bool]:
+    """The feature names, and whether the model was fitted on a DataFrame."""
+    try:
+        fitted = getattr(model, "feature_names_in_", None)
+    except AttributeError:  # LightGBM raises it for a model fitted on an array
+        fitted = None
+    count = getattr(model, "n_features_in_", None)
+    if fitted is not None:
+        names = [str(name) for name in fitted]
+        missing = [name for name in names if columns and name not in columns]
+        if missing:
+            raise DeriveError(f"the sample has no column {', '.join(repr(m) for m in missing)}: give rows of the "
+                              f"training data with a header naming the model's features")
+        extra = [name for name in columns if name not in names]
+        if extra:
+            notes.append(f"sample columns the model does not take, ignored: {', '.join(extra)}")
+        return names, True
+    if columns:
+        if count is not None and len(columns) != count:
+            raise DeriveError(f"the sample has {len(columns)} columns, the model takes {count} features: give "
+                              f"exactly the model's columns in training order (drop the target)")
+        return list(columns), False
+    if count is None:
+        raise DeriveError("the model does not say how many features it takes (no n_features_in_): give --sample "
+                          "with rows of the training data")
+    notes.append(f"feature names x0..x{count - 1}: the model was fitted on an array and no --sample gave names")
+    return [f"x{i}" for i in range(count)], False
+
+
+def _feature(name: str, column: Column | None, known: Known | None, dataframe: bool) -> dict[str, Any]:
+    """The card entry of one feature, before the live model is asked."""
+    entry: dict[str, Any] = {"name": name}
+    csv_kind = column.type if column is not None else "number"
+    if known is not None and known.values is not None:
+        family = _family(known.values) if known.values else csv_kind
+        kind = "string" if family == "string" and not known.category_dtype else "category"
+        entry["type"], entry["values"] = kind, known.values
+        if column is not None and column.type != family and family in ("string", "number", "integer"):
+            column = column.as_type("string" if family == "string" else "number")
+        csv_kind = family
+    else:
+        entry["type"] = csv_kind
+        distinct = sorted(set(column.present)) if column is not None and csv_kind == "string" else []
+        if 0 < len(distinct) <= MAX_VALUES:
+            entry["values"] = distinct
+    if column is not None:
+        present = column.present
+        if entry["type"] in ("number", "integer") and present:
+            entry["min"], entry["max"] = min(present), max(present)
+        if column.nullable:
+            entry["nullable"] = True
+            if known is not None and known.missing and entry["type"] != "number" and entry["type"] != "integer":
+                entry["null_as"] = known.missing
+    if dataframe:
+        if known is not None and known.category_dtype:
+            entry["dtype"] = "category"
+        else:
+            shape = Feature(name, "string" if csv_kind == "string" else csv_kind, entry.get("nullable", False))
+            entry["dtype"] = column_dtype(shape)
+    return entry
+
+
+def _examples(names: list[str], columns: dict[str, Column], features: list[dict[str, Any]]) -> list[dict]:
+    """Up to two real rows: the first complete one, and the first with a missing value (else the second)."""
+    if not columns:
+        return []
+    typed = {f["name"]: columns[f["name"]] for f in features}
+    for feature in features:
+        column = typed[feature["name"]]
+        if feature["type"] == "string" and column.type != "string":
+            typed[feature["name"]] = column.as_type("string")
+    rows = [{name: typed[name].values[i] for name in names} for i in range(len(typed[names[0]].values))]
+    complete = [row for row in rows if all(value is not None for value in row.values())]
+    partial = [row for row in rows if any(value is None for value in row.values())]
+    chosen = (complete[:1] + partial[:1]) or rows[:1]
+    if len(chosen) < 2:
+        chosen += [row for row in rows if row not in chosen][:2 - len(chosen)]
+    return chosen
+
+
+class _Probe:
+    """Asks the live model whether it accepts a record."""
+
+    def __init__(self, model: Any, dataframe: bool):
+        self.model, self.dataframe = model, dataframe
+
+    def error(self, entries: list[dict[str, Any]], record: dict[str, Any]) -> str | None:
+        features = [Feature.from_card({**entry, "closed": False}) for entry in entries]
+        try:
+            row = [feature.parse(record[feature.name], "probe") for feature in features]
+            self.model.predict(input_builder(features, self.dataframe)([row]))
+        except Exception as exc:  # noqa: BLE001 - any refusal counts
+            return f"{type(exc).__name__}: {' '.join(str(getattr(exc, 'message', exc)).split())}"
+        return None
+
+
+def _ask_the_model(model: Any, card: dict[str, Any], from_sample: set[str], notes: list[str]) -> None:
+    """Settle closed, nullable and null_as by asking the live model; the examples must be accepted."""
+    entries, dataframe = card["features"], card["input"] == "dataframe"
+    probe = _Probe(model, dataframe)
+    shapes = {entry["name"]: Feature.from_card(entry) for entry in entries}
+    first = card["examples"][0] if card["examples"] else {}
+    base = {name: first[name] if first.get(name) is not None else shape.typical(0.5, 0)
+            for name, shape in shapes.items()}
+    for index, record in enumerate([base, *card["examples"]]):
+        failure = probe.error(entries, record)
+        if failure:
+            what = "a typical record" if index == 0 else f"sample row {json.dumps(record)}"
+            raise DeriveError(f"the model fails on {what}: {failure}")
+    for entry in entries:
+        values = entry.get("values")
+        if values and _family(values) != "boolean":
+            unseen = UNSEEN if isinstance(values[0], str) else max(values) + 1
+            entry["closed"] = probe.error(entries, {**base, entry["name"]: unseen}) is not None
+            if entry["closed"] and entry["name"] in from_sample:
+                notes.append(f"feature '{entry['name']}': the model refuses values it has not seen; the allowed "
+                             f"ones ({len(values)}) come from the sample: add any it lacks to 'values'")
+        if not entry.get("nullable"):
+            continue
+        markers = [None] if entry["type"] in ("number", "integer") else \
+            [entry["null_as"]] if "null_as" in entry else ["None", "NaN"]
+        for marker in markers:
+            tried = {**entry, "null_as": marker} if marker else entry
+            if probe.error([tried if e is entry else e for e in entries], {**base, entry["name"]: None}) is None:
+                entry.update(tried)
+                break
+        else:
+            entry.pop("nullable")
+            entry.pop("null_as", None)
+            notes.append(f"feature '{entry['name']}': the sample has missing values but the model refuses them: "
+                         f"null gets 422")
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return slug[:64] or "model"
+
+
+def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str] = ()) -> dict[str, Any]:
+    """The card of a fitted model file (see the module's docstring)."""
+    import sklearn
+    notes: list[str] = []
+    file_format = FORMATS.get(artifact.suffix.lower())
+    if file_format is None:
+        raise DeriveError(f"{artifact.name}: unknown model file type; expected {', '.join(sorted(FORMATS))}")
+    digest = sha256_file(artifact)
+    described: dict[str, Any] = {"file": artifact.name, "sha256": digest, "format": file_format}
+    if file_format == "skops":
+        described["trusted"] = _trusted(artifact, trust)
+    model = load_model(artifact, {"artifact": described})
+    if not callable(getattr(model, "predict", None)):
+        raise DeriveError(f"{artifact.name}: {type(model).__name__} has no predict()")
+    columns, rows_read = read_sample(sample) if sample else ({}, 0)
+    names, dataframe = _names(model, columns, notes)
+    known = known_columns(model, names)
+    features = [_feature(name, columns.get(name), known.get(name), dataframe) for name in names]
+    from_sample = {f["name"] for f in features if f.get("values") and (known.get(f["name"]) or Known()).values is None}
+    if not columns:
+        notes.append("no --sample: types assumed numbers, no ranges, no feature may be null, examples made up")
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    classes = getattr(model, "classes_", None)
+    steps = " > ".join(type(step).__name__ for _, step in model.steps) if hasattr(model, "steps") else \
+        type(model).__name__
+    card: dict[str, Any] = {
+        "name": _slug(artifact.stem),
+        "title": f"{type(final).__name__} ({artifact.name})",
+        "version": digest[:12],
+        "description": f"{steps}, derived from {artifact.name} by sklearn-model-service {__version__}.",
+        "task": "classification" if classes is not None else "regression",
+        "input": "dataframe" if dataframe else "array",
+        "features": features,
+        "output": {"name": "class" if classes is not None else "prediction",
+                   "description": f"{type(final).__name__}.predict"},
+        "examples": _examples(names, columns, features),
+        "sklearn_version": getattr(model, "_sklearn_version", None) or sklearn.__version__,
+        "artifact": described,
+    }
+    if classes is not None:
+        card["output"]["labels"] = [_plain(label) for label in classes]
+    if columns:
+        card["dataset"] = {"sample": sample.name, "rows": rows_read}  # type: ignore[union-attr]
+    _ask_the_model(model, card, from_sample, notes)
+    card["notes"] = notes
+    problems = card_problems(card)
+    if problems:
+        raise DeriveError("\n".join(f"derived card: {problem}" for problem in problems))
+    return card
+
+
+def _write(card: dict[str, Any], artifact: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if artifact.resolve() != (out / artifact.name).resolve():
+        shutil.copyfile(artifact, out / artifact.name)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+
+def bundle(model: Path, out: Path, sample: Path | None = None, trust: Sequence[str] = ()) -> list[str]:
+    """Write OUT (card.json and the model file) from MODEL; returns the notes."""
+    if model.is_dir() and (model / CARD_FILE).is_file():
+        if sample is not None:
+            raise DeriveError(f"{model} has its own {CARD_FILE}, which is used as written: --sample only applies "
+                              f"when the card is derived")
+        card = read_card(model)
+        artifact = model / card["artifact"]["file"]
+        if not artifact.is_file() or sha256_file(artifact) != card["artifact"]["sha256"]:
+            raise DeriveError(f"{artifact}: missing, or its sha256 is not the card's")
+        check_model(load_model(artifact, card), card, artifact)
+        _write(card, artifact, out)
+        return [f"{model / CARD_FILE} used as written"]
+    artifact = find_model(model) if model.is_dir() else model
+    card = derive_card(artifact, sample, trust)
+    _write(card, artifact, out)
+    return card["notes"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.derive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="a model file (.joblib, .pkl, .pickle, .skops) or a bundle folder")
+    parser.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
+    parser.add_argument("--sample", type=Path, help="rows of the training data, CSV with a header")
+    parser.add_argument("--trust", action="append", default=[], metavar="TYPE",
+                        help="skops: a type to trust beyond skops' defaults (module.Class; repeat or comma-separate)")
+    args = parser.parse_args(argv)
+    trust = [name for item in args.trust for name in item.split(",") if name]
+    try:
+        notes = bundle(args.model, args.out, args.sample, trust)
+    except (BundleError, DeriveError, SampleError) as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"card: note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Bring your own model: each kind of model users ship goes from a fitted-model file to a running image with the
+one documented command, runs read-only with no capabilities, and answers rows with text and nulls exactly as
+model.predict does here, in the environment it was trained in."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker.errors
+import joblib
+import numpy as np
+import pytest
+
+from imagebuild import cli, docker_build
+
+from ..byo_models import KINDS
+from .conftest import run_container
+
+pytestmark = pytest.mark.container
+BUDGET_MB = "400"  # pandas adds about 40 MB to the default image's 245 MB: these builds take their own budget
+MEASURED = Path(__file__).resolve().parents[2] / "reports" / "byo-builds.json"
+
+
+def tag(kind: str) -> str:
+    return f"byo-{kind}:test"
+
+
+class Builds:
+    """Builds each kind once, on first use, with `scripts/build.py --model ... --sample ... [--code ...]`."""
+
+    def __init__(self, trained: dict[str, Any], folder: Path):
+        self.trained, self.folder, self.reports = trained, folder, {}
+
+    def files(self, kind: str) -> tuple[Path, Path]:
+        model, sample = self.folder / f"{kind}.joblib", self.folder / f"{kind}-sample.csv"
+        if not model.exists():
+            joblib.dump(self.trained[kind].model, model)
+            self.trained[kind].sample.to_csv(sample, index=False)
+        return model, sample
+
+    def __call__(self, kind: str) -> dict[str, Any]:
+        if kind not in self.reports:
+            model, sample = self.files(kind)
+            report = self.folder / f"{kind}-report.json"
+            arguments = ["--model", str(model), "--sample", str(sample), "--tag", tag(kind),
+                         "--size-budget", BUDGET_MB, "--report", str(report)]
+            if self.trained[kind].code:
+                arguments += ["--code", str(self.trained[kind].code)]
+            started = time.monotonic()
+            assert cli.main(arguments) == 0, f"scripts/build.py {' '.join(arguments)} failed: see its stderr"
+            self.reports[kind] = {**json.loads(report.read_text()), "seconds": round(time.monotonic() - started, 1)}
+            MEASURED.parent.mkdir(exist_ok=True)
+            MEASURED.write_text(json.dumps({k: {"size": r["size"], "compressed": r["compressed_size"],
+                                                "seconds": r["seconds"], "notes": r["model"]["notes"]}
+                                            for k, r in self.reports.items()}, indent=2))
+        return self.reports[kind]
+
+
+def remove_build(client: Any, reference: str) -> None:
+    """What a build of `reference` left on the engine: the image, its builder, their untagged predecessors."""
+    import docker.errors
+    for name in (reference, cli.builder_reference(reference)):
+        try:
+            client.images.remove(name)
+        except docker.errors.ImageNotFound:
+            pass
+    docker_build.prune_superseded(client, reference)
+
+
+@pytest.fixture(scope="session")
+def byo(trained, tmp_path_factory, image, docker_client) -> Iterator[Builds]:
+    """`image` first: the default image and its builder must survive these builds, which are removed after."""
+    builds = Builds(trained, tmp_path_factory.mktemp("byo"))
+    yield builds
+    for kind in builds.reports:
+        remove_build(docker_client, tag(kind))
+
+
+def rows_body(kind: str, rows: Any, names: list[str]) -> bytes:
+    if isinstance(rows, np.ndarray):
+        return json.dumps([dict(zip(names, map(float, row))) for row in rows]).encode()
+    return rows.to_json(orient="records").encode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_image_answers_exactly_as_model_predict(byo, trained, kind, docker_client, request):
+    report = byo(kind)
+    item = trained[kind]
+    with run_container(docker_client, report["image"], request) as running:
+        _, _, metadata = running.call("GET", "/metadata")
+        names = [f["name"] for f in metadata["card"]["features"]]
+        status, _, answer = running.call("POST", "/predict", raw=rows_body(kind, item.rows, names),
+                                         headers={"Content-Type": "application/json"})
+        assert status == 200, answer
+        assert answer["predictions"] == item.model.predict(item.rows).tolist()
+        if hasattr(item.model, "predict_proba"):
+            labels = [str(label) for label in item.model.classes_]
+            assert [[row[label] for label in labels] for row in answer["probabilities"]] == \
+                item.model.predict_proba(item.rows).tolist()
+        _, _, v2 = running.call("GET", f"/v2/models/{metadata['card']['name']}")
+        records = json.loads(rows_body(kind, item.rows[:5], names))
+        tensors = [{"name": i["name"], "shape": [5], "datatype": i["datatype"],
+                    "data": [record[i["name"]] for record in records]} for i in v2["inputs"]]
+        status, _, inferred = running.call("POST", f"/v2/models/{metadata['card']['name']}/infer",
+                                           {"inputs": tensors})
+        assert status == 200 and inferred["outputs"][0]["data"] == item.model.predict(item.rows[:5]).tolist()
+        logs = running.container.logs().decode()
+        assert "Traceback" not in logs and "feature names" not in logs
+        assert all(line.startswith("{") for line in logs.splitlines())
+
+
+@pytest.mark.parametrize("kind,pandas", [("linear", False), ("forest", True), ("lightgbm", True)])
+def test_pandas_only_when_the_model_needs_it(byo, kind, pandas, docker_client):
+    report = byo(kind)
+    packages = {p["name"] for p in report["packages"]}
+    assert ("pandas" in packages) is pandas
+    output = docker_client.containers.run(report["image"], entrypoint=["/opt/venv/bin/python3", "-c",
+                                          "import importlib.util as u; print(u.find_spec('pandas') is not None)"],
+                                          remove=True, network_mode="none")
+    assert output.decode().strip() == str(pandas)
+
+
+def test_the_users_code_and_lightgbm_are_in_their_images(byo, docker_client):
+    own = byo("own")["image"]
+    listing = docker_client.containers.run(own, entrypoint=["/opt/venv/bin/python3", "-c",
+                                           "import homefeatures, os; print(homefeatures.__file__)"],
+                                           remove=True, network_mode="none")
+    assert listing.decode().strip() == "/app/code/homefeatures/__init__.py"
+    assert "lightgbm" in {p["name"] for p in byo("lightgbm")["packages"]}
+
+
+def test_the_report_describes_the_served_model(byo):
+    model = byo("boosting")["model"]
+    assert model["task"] == "classification" and model["input"] == "dataframe"
+    city = next(f for f in model["features"] if f["name"] == "city")
+    assert city == {"name": "city", "type": "category", "nullable": True, "values": 4, "closed": False}
+    assert byo("boosting")["budget"] == {"limit": 400_000_000, "source": "--size-budget"}
+
+
+def test_builds_keep_to_their_own_images(byo, image, docker_client):
+    byo("linear")
+    assert docker_client.images.get("byo-linear-builder:test")
+    assert docker_client.images.get(image["image"])  # the default image, built first, is still there
+    assert docker_client.images.get(cli.builder_reference(image["image"]))
+
+
+def test_pruning_touches_only_the_reference_being_built(docker_client, image):
+    """Two references each leave an untagged image behind; pruning one leaves the other's."""
+    base = image["bases"]["runtime"]
+    made = {(reference, revision): build_labelled(docker_client, base, reference, revision)
+            for reference in ("prune-mine:1", "prune-other:1") for revision in ("1", "2")}  # "2" takes the tag
+    try:
+        docker_build.prune_superseded(docker_client, "prune-mine:1")
+        ids = {i.id for i in docker_client.images.list(all=True)}
+        assert made["prune-mine:1", "1"] not in ids and made["prune-other:1", "1"] in ids
+        assert made["prune-mine:1", "2"] in ids  # tagged: never pruned
+    finally:
+        for image_id in made.values():
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(image_id, force=True)
+
+
+def build_labelled(client: Any, base: str, reference: str, revision: str) -> str:
+    """An image on `base` tagged `reference`, with this build's label and a revision label."""
+    image, _ = client.images.build(fileobj=io.BytesIO(f"FROM {base}\n".encode()), tag=reference,
+                                   labels={docker_build.BUILD_LABEL: reference, "revision": revision},
+                                   network_mode="none")
+    return image.id
+
+
+def test_the_served_bundle_can_be_edited_and_built_as_written(byo, tmp_path, docker_client, request):
+    """--bundle-out gives the derived bundle; with a new title it builds from the folder (card used as written)."""
+    model, sample = byo.files("linear")
+    folder = tmp_path / "bundle"
+    assert cli.main(["--model", str(model), "--sample", str(sample), "--tag", tag("linear"), "--size-budget", BUDGET_MB,
+                     "--bundle-out", str(folder)]) == 0
+    card = json.loads((folder / "card.json").read_text())
+    assert (folder / "linear.joblib").read_bytes() == model.read_bytes()
+    card["title"] = "Diabetes progression, linear"
+    (folder / "card.json").write_text(json.dumps(card))
+    assert cli.main(["--model", str(folder), "--tag", "byo-linear-hand:test", "--size-budget", BUDGET_MB]) == 0
+    try:
+        with run_container(docker_client, "byo-linear-hand:test", request) as running:
+            assert running.call("GET", "/metadata")[2]["card"] == card
+    finally:
+        remove_build(docker_client, "byo-linear-hand:test")
+
+
+def test_a_derivation_failure_in_the_builder_is_one_line(byo, trained, tmp_path, capsys, docker_client):
+    model, _ = byo.files("forest")
+    sample = tmp_path / "wrong.csv"
+    trained["forest"].sample.drop(columns=["rooms"]).to_csv(sample, index=False)
+    try:
+        assert cli.main(["--model", str(model), "--sample", str(sample), "--tag", "byo-broken:test"]) == 1
+    finally:
+        remove_build(docker_client, "byo-broken:test")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the sample has no column 'rooms': give rows of the training data with a header "
+                      "naming the model's features"]

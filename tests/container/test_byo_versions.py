@@ -1,0 +1,82 @@
+"""The model's scikit-learn decides the image's: a model trained and saved in another environment, with another
+scikit-learn, is served by an image with that scikit-learn and answers as it did there; a version with no wheel
+for the image's Python is one clear line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import pytest
+
+from imagebuild import cli
+
+from .conftest import run_container
+from .test_byo import remove_build
+
+pytestmark = pytest.mark.container
+ROOT = Path(__file__).resolve().parents[2]
+OTHER_SKLEARN = "1.8.0"  # publishes wheels for the host's Python and for the image's 3.13
+TRAINING_VENV = ROOT / ".cache" / "test-venvs" / f"scikit-learn-{OTHER_SKLEARN}"
+TRAIN = """
+import json, sys
+import joblib
+from sklearn.datasets import load_diabetes
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+frame = load_diabetes(as_frame=True, scaled=False).frame.drop(columns="target")
+target = load_diabetes(scaled=False).target
+model = make_pipeline(StandardScaler(), GradientBoostingRegressor(n_estimators=50, random_state=7))
+model.fit(frame[:400].to_numpy(), target[:400])
+out = sys.argv[1]
+joblib.dump(model, f"{out}/gbr.joblib")
+frame[:100].to_csv(f"{out}/sample.csv", index=False)
+rows = frame[400:].to_numpy()
+json.dump({"rows": frame[400:].to_dict(orient="records"), "predictions": model.predict(rows).tolist()},
+          open(f"{out}/expected.json", "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def training_python() -> Path:
+    """A virtual environment with the other scikit-learn (kept in .cache between runs)."""
+    python = TRAINING_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TRAINING_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        f"scikit-learn=={OTHER_SKLEARN}", "pandas"], check=True, capture_output=True)
+    return python
+
+
+def test_a_model_saved_with_another_scikit_learn_gets_it(training_python, tmp_path, docker_client, request):
+    subprocess.run([str(training_python), "-c", TRAIN, str(tmp_path)], check=True)
+    expected = json.loads((tmp_path / "expected.json").read_text())
+    reference = "byo-sklearn-other:test"
+    arguments = ["--model", str(tmp_path / "gbr.joblib"), "--sample", str(tmp_path / "sample.csv"),
+                 "--python", str(training_python), "--tag", reference, "--size-budget", "400"]
+    try:
+        assert cli.main(arguments) == 0
+        with run_container(docker_client, reference, request) as running:
+            metadata = running.call("GET", "/metadata")[2]
+            assert metadata["runtime"]["scikit_learn"] == OTHER_SKLEARN == metadata["card"]["sklearn_version"]
+            status, _, answer = running.call("POST", "/predict", expected["rows"])
+            assert status == 200 and answer["predictions"] == expected["predictions"]
+    finally:
+        remove_build(docker_client, reference)
+
+
+def test_a_scikit_learn_without_a_wheel_for_the_image_is_one_line(tmp_path, capsys, monkeypatch):
+    """A pickle that says it was saved by scikit-learn 1.3.2, which publishes no CPython 3.13 wheel."""
+    import sklearn.base
+    from sklearn.linear_model import LinearRegression
+    monkeypatch.setattr(sklearn.base, "__version__", "1.3.2")
+    joblib.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), tmp_path / "old.joblib")
+    monkeypatch.undo()
+    assert cli.main(["--model", str(tmp_path / "old.joblib"), "--tag", "byo-old:test"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: scikit-learn 1.3.2 (the version the model was saved with) publishes no wheel for "
+                      "CPython 3.13 on manylinux_2_28_x86_64, the image's runtime: save the model with a scikit-learn "
+                      "release that has one"]
