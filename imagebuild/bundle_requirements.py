@@ -14,11 +14,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ROOT, BuildError
-from .environment import Environment
-from .model_input import ModelSource
+from . import ROOT, BuildError, requirements
+from .environment import Environment, environment
+from .model_input import ModelSource, model_source
+from .progress import say
 from .requirements import IMPORT_OVERRIDES, compile_requirements, listed_packages, normalize, pinned
-from .scan import Scan
+from .scan import Scan, scan_model
+from .wheels import require_wheel
 
 CACHE = ROOT / ".cache" / "requirements"
 STDLIB = set(sys.stdlib_module_names) | {"__builtin__", "copy_reg"}  # the last two: Python 2 names in old pickles
@@ -131,3 +133,25 @@ def requirements_file(needs: Needs, root: Path = ROOT, cache: Path = CACHE) -> P
     compile_requirements(folder / "requirements.in", partial)
     partial.rename(target)
     return target
+
+
+def for_build(source: ModelSource, python: str | None, given: bool, update: bool) -> Path:
+    """The requirements file of a build: the repository's files checked (rewritten first with `update`), then the
+    model's needs (with the training environment's versions when the model was `given`) laid on top."""
+    env = environment(python)
+    default = model_source(None)
+    default_needs = model_needs(scan_model(default.artifact), default, env, versions=False)
+    if update:
+        say("regenerating requirements.in (pipreqs, the default bundle) and requirements.txt (pip-compile)")
+        requirements.update(also=sorted(default_needs.pins))
+    requirements.check(also=sorted(default_needs.pins))
+    needs = model_needs(scan_model(source.artifact), source, env, versions=given)
+    for note in needs.notes:
+        say(f"requirements: {note}")
+    sklearn_version = needs.pins.get("scikit-learn")
+    if sklearn_version and sklearn_version != pinned(ROOT / "requirements.txt").get("scikit-learn"):
+        require_wheel("scikit-learn", sklearn_version, "the version the model was saved with")
+    path = requirements_file(needs)
+    listed = ", ".join(f"{name}=={version}" if version else name for name, version in sorted(needs.pins.items()))
+    say(f"requirements: {path.relative_to(ROOT)} ({listed})")
+    return path

@@ -89,49 +89,12 @@ def runtime_base(client: Any, offline: bool, update_lock: bool, lock: dict[str, 
     return debian.runtime_base(client, update_lock, lock)
 
 
-def split_reference(reference: str) -> tuple[str, str]:
-    """REPOSITORY and TAG of an image reference (a registry's port is not a tag)."""
-    if ":" in reference.rsplit("/", 1)[-1]:
-        repository, tag = reference.rsplit(":", 1)
-        return repository, tag
-    return reference, "latest"
-
-
-def builder_reference(reference: str) -> str:
-    """The builder's tag for an image reference: REPOSITORY-builder:TAG, so each build keeps its own."""
-    repository, tag = split_reference(reference)
-    return f"{repository}-builder:{tag}"
-
-
-def requirements_for(args: argparse.Namespace, source: Any) -> Path:
-    """The requirements file of this build: the repository's, or one compiled for the model's needs."""
-    from . import bundle_requirements, model_input, requirements, wheels
-    from .environment import environment
-    from .scan import scan_model
-    env = environment(args.python)
-    default = model_input.model_source(None)
-    default_needs = bundle_requirements.model_needs(scan_model(default.artifact), default, env, versions=False)
-    if args.update_requirements:
-        say("regenerating requirements.in (pipreqs, the default bundle) and requirements.txt (pip-compile)")
-        requirements.update(also=sorted(default_needs.pins))
-    requirements.check(also=sorted(default_needs.pins))
-    scan = scan_model(source.artifact)
-    needs = bundle_requirements.model_needs(scan, source, env, versions=args.model is not None)
-    for note in needs.notes:
-        say(f"requirements: {note}")
-    sklearn_version = needs.pins.get("scikit-learn")
-    if sklearn_version and sklearn_version != requirements.pinned(ROOT / "requirements.txt").get("scikit-learn"):
-        wheels.require_wheel("scikit-learn", sklearn_version, "the version the model was saved with")
-    path = bundle_requirements.requirements_file(needs)
-    say(f"requirements: {path.relative_to(ROOT)} ({', '.join(f'{n}=={v}' if v else n for n, v in sorted(needs.pins.items()))})")
-    return path
-
-
 def build(args: argparse.Namespace) -> dict[str, Any]:
-    from . import debian, docker_build, gate, model_input, report, served, wheels
+    from . import bundle_requirements, debian, docker_build, gate, model_input, report, served, wheels
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
-    requirements_path = requirements_for(args, source)
+    requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
+                                                      update=args.update_requirements)
     wheelhouse = wheels.wheelhouse(requirements_path)
     client = docker_client()
     lock = debian.read_lock()
@@ -145,7 +108,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}"
-    builder_tag = builder_reference(reference)
+    builder_tag = docker_build.builder_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
     context = docker_build.context(wheelhouse, requirements_path, source)
     say(f"building {builder_tag} on {builder_base}")
@@ -185,6 +148,7 @@ TRUSTED = re.compile(r"^[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*$")
 
 def check_arguments(args: argparse.Namespace) -> str | None:
     """The first argument that cannot work, as one line; None when all can."""
+    from .docker_build import split_reference
     from .publish import REPOSITORY as NAME, check_repository
     if args.latest and not args.push:
         return "--latest only applies with --push"

@@ -71,6 +71,20 @@ def context(wheelhouse: Path, requirements: Path, source: ModelSource) -> io.Byt
     return buffer
 
 
+def split_reference(reference: str) -> tuple[str, str]:
+    """REPOSITORY and TAG of an image reference (a registry's port is not a tag)."""
+    if ":" in reference.rsplit("/", 1)[-1]:
+        repository, tag = reference.rsplit(":", 1)
+        return repository, tag
+    return reference, "latest"
+
+
+def builder_reference(reference: str) -> str:
+    """The builder's tag for an image reference: REPOSITORY-builder:TAG, so each build keeps its own."""
+    repository, tag = split_reference(reference)
+    return f"{repository}-builder:{tag}"
+
+
 def prune_superseded(client: Any, reference: str) -> int:
     """Remove the untagged images earlier builds of `reference` left (their builder, `app` stage, runtime);
     returns the bytes reclaimed. Images of other references, tagged or not, are not touched."""

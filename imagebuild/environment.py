@@ -63,8 +63,11 @@ class Environment:
 
     def owners(self, imports: list[str], names: list[str]) -> dict[str, list[str]]:
         """Distributions providing each of `names` once `imports` are imported (see OWNERS)."""
-        result = subprocess.run([self.python, "-c", OWNERS, json.dumps([imports, names])], capture_output=True,
-                                text=True, timeout=300)
+        try:
+            result = subprocess.run([self.python, "-c", OWNERS, json.dumps([imports, names])], capture_output=True,
+                                    text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
         if result.returncode != 0:
             return {}
         return {name: sorted({normalize(d) for d in found}) for name, found in json.loads(result.stdout).items()}

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.card import FORMATS, card_problems
+from service.bundle import CARD_FILE, BundleError, read_card
+from service.card import FORMATS
 
 from . import ROOT, BuildError
 
@@ -41,18 +42,14 @@ class ModelSource:
 
 def _hand_card(folder: Path) -> tuple[Path, Path]:
     """The bundle folder's card, checked, and the model file it names."""
-    card_path = folder / "card.json"
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BuildError(f"{card_path} is not readable JSON: {exc}") from None
-    problems = card_problems(card)
-    if problems:
-        raise BuildError("\n".join(f"{card_path}: {problem}" for problem in problems))
+        card = read_card(folder)
+    except BundleError as exc:
+        raise BuildError(str(exc)) from None
     artifact = folder / card["artifact"]["file"]
     if not artifact.is_file():
-        raise BuildError(f"{artifact} not found (named by {card_path})")
-    return card_path, artifact
+        raise BuildError(f"{artifact} not found (named by {folder / CARD_FILE})")
+    return folder / CARD_FILE, artifact
 
 
 def top_level_modules(code: Path) -> dict[str, Path]:

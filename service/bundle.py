@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .card import artifact_format, card_problems
-from .features import Feature, input_builder
+from .features import Feature
+from .frames import input_builder
 
 CARD_FILE = "card.json"
 BUILD_HINT = "build an image for this model with `python scripts/build.py --model MODEL_FILE`"

@@ -24,12 +24,13 @@ from typing import Any, Sequence
 from . import __version__
 from .bundle import CARD_FILE, BundleError, check_model, load_model, read_card, sha256_file
 from .card import FORMATS, card_problems
-from .features import Feature, column_dtype, input_builder
+from .features import Feature, values_type
+from .frames import column_dtype
+from .probes import ModelRefusal, settled
 from .introspect import Known, known_columns
 from .sample import Column, SampleError, read_sample
 
 MAX_VALUES = 200  # distinct texts of a sample column listed as the feature's values
-UNSEEN = "__a value never seen in training__"
 
 
 class DeriveError(Exception):
@@ -38,14 +39,6 @@ class DeriveError(Exception):
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def _family(values: Sequence[Any]) -> str:
-    if all(isinstance(v, str) for v in values):
-        return "string"
-    if all(isinstance(v, bool) for v in values):
-        return "boolean"
-    return "integer" if all(isinstance(v, int) for v in values) else "number"
 
 
 def find_model(folder: Path) -> Path:
@@ -98,20 +91,24 @@ def _names(model: Any, columns: dict[str, Column], notes: list[str]) -> tuple[li
     return [f"x{i}" for i in range(count)], False
 
 
+def _retyped(column: Column | None, known: Known | None) -> Column | None:
+    """The sample's column, read as text when the model knows its values as text (e.g. codes like "007")."""
+    if column is None or known is None or not known.values or column.type == "string":
+        return column
+    return column.as_type("string") if values_type(known.values) == "string" else column
+
+
 def _feature(name: str, column: Column | None, known: Known | None, dataframe: bool) -> dict[str, Any]:
     """The card entry of one feature, before the live model is asked."""
     entry: dict[str, Any] = {"name": name}
-    csv_kind = column.type if column is not None else "number"
+    kind = column.type if column is not None else "number"  # the type of its values
     if known is not None and known.values is not None:
-        family = _family(known.values) if known.values else csv_kind
-        kind = "string" if family == "string" and not known.category_dtype else "category"
-        entry["type"], entry["values"] = kind, known.values
-        if column is not None and column.type != family and family in ("string", "number", "integer"):
-            column = column.as_type("string" if family == "string" else "number")
-        csv_kind = family
+        kind = values_type(known.values) if known.values else kind
+        entry["type"] = "string" if kind == "string" and not known.category_dtype else "category"
+        entry["values"] = known.values
     else:
-        entry["type"] = csv_kind
-        distinct = sorted(set(column.present)) if column is not None and csv_kind == "string" else []
+        entry["type"] = kind
+        distinct = sorted(set(column.present)) if column is not None and kind == "string" else []
         if 0 < len(distinct) <= MAX_VALUES:
             entry["values"] = distinct
     if column is not None:
@@ -120,86 +117,24 @@ def _feature(name: str, column: Column | None, known: Known | None, dataframe: b
             entry["min"], entry["max"] = min(present), max(present)
         if column.nullable:
             entry["nullable"] = True
-            if known is not None and known.missing and entry["type"] != "number" and entry["type"] != "integer":
+            if known is not None and known.missing and entry["type"] not in ("number", "integer"):
                 entry["null_as"] = known.missing
     if dataframe:
-        if known is not None and known.category_dtype:
-            entry["dtype"] = "category"
-        else:
-            shape = Feature(name, "string" if csv_kind == "string" else csv_kind, entry.get("nullable", False))
-            entry["dtype"] = column_dtype(shape)
+        category = known is not None and known.category_dtype
+        entry["dtype"] = "category" if category else column_dtype(Feature(name, kind, entry.get("nullable", False)))
     return entry
 
 
-def _examples(names: list[str], columns: dict[str, Column], features: list[dict[str, Any]]) -> list[dict]:
+def _examples(columns: dict[str, Column]) -> list[dict[str, Any]]:
     """Up to two real rows: the first complete one, and the first with a missing value (else the second)."""
     if not columns:
         return []
-    typed = {f["name"]: columns[f["name"]] for f in features}
-    for feature in features:
-        column = typed[feature["name"]]
-        if feature["type"] == "string" and column.type != "string":
-            typed[feature["name"]] = column.as_type("string")
-    rows = [{name: typed[name].values[i] for name in names} for i in range(len(typed[names[0]].values))]
+    count = len(next(iter(columns.values())).values)
+    rows = [{name: column.values[i] for name, column in columns.items()} for i in range(count)]
     complete = [row for row in rows if all(value is not None for value in row.values())]
     partial = [row for row in rows if any(value is None for value in row.values())]
     chosen = (complete[:1] + partial[:1]) or rows[:1]
-    if len(chosen) < 2:
-        chosen += [row for row in rows if row not in chosen][:2 - len(chosen)]
-    return chosen
-
-
-class _Probe:
-    """Asks the live model whether it accepts a record."""
-
-    def __init__(self, model: Any, dataframe: bool):
-        self.model, self.dataframe = model, dataframe
-
-    def error(self, entries: list[dict[str, Any]], record: dict[str, Any]) -> str | None:
-        features = [Feature.from_card({**entry, "closed": False}) for entry in entries]
-        try:
-            row = [feature.parse(record[feature.name], "probe") for feature in features]
-            self.model.predict(input_builder(features, self.dataframe)([row]))
-        except Exception as exc:  # noqa: BLE001 - any refusal counts
-            return f"{type(exc).__name__}: {' '.join(str(getattr(exc, 'message', exc)).split())}"
-        return None
-
-
-def _ask_the_model(model: Any, card: dict[str, Any], from_sample: set[str], notes: list[str]) -> None:
-    """Settle closed, nullable and null_as by asking the live model; the examples must be accepted."""
-    entries, dataframe = card["features"], card["input"] == "dataframe"
-    probe = _Probe(model, dataframe)
-    shapes = {entry["name"]: Feature.from_card(entry) for entry in entries}
-    first = card["examples"][0] if card["examples"] else {}
-    base = {name: first[name] if first.get(name) is not None else shape.typical(0.5, 0)
-            for name, shape in shapes.items()}
-    for index, record in enumerate([base, *card["examples"]]):
-        failure = probe.error(entries, record)
-        if failure:
-            what = "a typical record" if index == 0 else f"sample row {json.dumps(record)}"
-            raise DeriveError(f"the model fails on {what}: {failure}")
-    for entry in entries:
-        values = entry.get("values")
-        if values and _family(values) != "boolean":
-            unseen = UNSEEN if isinstance(values[0], str) else max(values) + 1
-            entry["closed"] = probe.error(entries, {**base, entry["name"]: unseen}) is not None
-            if entry["closed"] and entry["name"] in from_sample:
-                notes.append(f"feature '{entry['name']}': the model refuses values it has not seen; the allowed "
-                             f"ones ({len(values)}) come from the sample: add any it lacks to 'values'")
-        if not entry.get("nullable"):
-            continue
-        markers = [None] if entry["type"] in ("number", "integer") else \
-            [entry["null_as"]] if "null_as" in entry else ["None", "NaN"]
-        for marker in markers:
-            tried = {**entry, "null_as": marker} if marker else entry
-            if probe.error([tried if e is entry else e for e in entries], {**base, entry["name"]: None}) is None:
-                entry.update(tried)
-                break
-        else:
-            entry.pop("nullable")
-            entry.pop("null_as", None)
-            notes.append(f"feature '{entry['name']}': the sample has missing values but the model refuses them: "
-                         f"null gets 422")
+    return chosen + [row for row in rows if row not in chosen][:2 - len(chosen)]
 
 
 def _slug(text: str) -> str:
@@ -224,10 +159,16 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
     columns, rows_read = read_sample(sample) if sample else ({}, 0)
     names, dataframe = _names(model, columns, notes)
     known = known_columns(model, names)
-    features = [_feature(name, columns.get(name), known.get(name), dataframe) for name in names]
-    from_sample = {f["name"] for f in features if f.get("values") and (known.get(f["name"]) or Known()).values is None}
+    typed = {name: _retyped(columns.get(name), known.get(name)) for name in names} if columns else {}
+    entries = [_feature(name, typed.get(name), known.get(name), dataframe) for name in names]
+    from_sample = {e["name"] for e in entries if e.get("values") and known.get(e["name"], Known()).values is None}
     if not columns:
         notes.append("no --sample: types assumed numbers, no ranges, no feature may be null, examples made up")
+    examples = _examples(typed)
+    try:
+        entries, probed = settled(model, entries, examples, dataframe, from_sample)
+    except ModelRefusal as exc:
+        raise DeriveError(str(exc)) from None
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     classes = getattr(model, "classes_", None)
     steps = " > ".join(type(step).__name__ for _, step in model.steps) if hasattr(model, "steps") else \
@@ -239,19 +180,18 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
         "description": f"{steps}, derived from {artifact.name} by sklearn-model-service {__version__}.",
         "task": "classification" if classes is not None else "regression",
         "input": "dataframe" if dataframe else "array",
-        "features": features,
+        "features": entries,
         "output": {"name": "class" if classes is not None else "prediction",
                    "description": f"{type(final).__name__}.predict"},
-        "examples": _examples(names, columns, features),
+        "examples": examples,
         "sklearn_version": getattr(model, "_sklearn_version", None) or sklearn.__version__,
         "artifact": described,
+        "notes": notes + probed,
     }
     if classes is not None:
         card["output"]["labels"] = [_plain(label) for label in classes]
     if columns:
         card["dataset"] = {"sample": sample.name, "rows": rows_read}  # type: ignore[union-attr]
-    _ask_the_model(model, card, from_sample, notes)
-    card["notes"] = notes
     problems = card_problems(card)
     if problems:
         raise DeriveError("\n".join(f"derived card: {problem}" for problem in problems))

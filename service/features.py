@@ -1,18 +1,13 @@
-"""Typed features: a JSON value checked against its card entry, and rows turned into what predict() was fitted on.
+"""Typed features: a JSON value checked against its card entry and turned into what the model saw in training.
 
-A value becomes what the model saw in training: numbers float, whole numbers int, booleans bool, text str; a
-null (for a nullable feature) becomes NaN for numbers and `null_as` (None or NaN) for text and booleans. Rows
-become a float64 NumPy array when every feature is numeric, an object array otherwise, or, for a model fitted on a
-DataFrame, a DataFrame with the fitted column names and dtypes (category columns with the known categories).
+Numbers become float, whole numbers int, booleans bool, text str; a null (for a nullable feature) becomes NaN for
+numbers and `null_as` (None or NaN) for text and booleans. service/frames.py then arranges the rows.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any, Sequence
 
 from .errors import ApiError
 
@@ -20,8 +15,6 @@ NAN = float("nan")
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 LISTED_VALUES = 20  # allowed values named in an error message
 NUMERIC = ("number", "integer", "boolean")
-NUMPY_DTYPES = ("float64", "float32", "int64", "int32", "bool")
-DEFAULT_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "category": "category"}
 
 
 def _invalid(code: str, message: str, field: str) -> ApiError:
@@ -40,6 +33,17 @@ def _family(value: Any) -> str:
 
 
 ARTICLES = {"boolean": "a boolean", "number": "a number", "string": "a string", "nested": "a nested value"}
+
+
+def values_type(values: Sequence[Any]) -> str:
+    """The type of a list of values (categories, class labels): boolean, integer, number or string."""
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "integer"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "number"
+    return "string"
 
 
 def _kind(value: Any) -> str:
@@ -157,67 +161,3 @@ class Feature:
             raise _invalid("unknown_category", f"{where}: feature '{self.name}' must be one of {self._allowed()}; "
                                                f"got {value!r}", self.name)
         return value
-
-
-def pandas() -> Any:
-    """pandas, imported only for models fitted on a DataFrame (the image has it only when such a bundle needs
-    it; imported by name so the requirements scan of service/ does not list it)."""
-    return importlib.import_module("pandas")
-
-
-def input_builder(features: Sequence[Feature], dataframe: bool) -> Callable[[list[list[Any]]], Any]:
-    """A function from parsed rows to what predict() takes."""
-    if dataframe:
-        return _frame_builder(features)
-    if all(f.numeric for f in features):
-        return lambda rows: np.asarray(rows, dtype=np.float64)
-
-    def objects(rows: list[list[Any]]) -> np.ndarray:
-        matrix = np.empty((len(rows), len(features)), dtype=object)
-        matrix[:] = rows
-        return matrix
-    return objects
-
-
-def default_text_dtype() -> str:
-    """pandas' dtype for a column of text, as read_csv gives it: object before pandas 3, str from 3 on."""
-    return str(pandas().Series(["text"]).dtype)
-
-
-def column_dtype(feature: Feature) -> str:
-    """The column's pandas dtype: the card's, else what read_csv gives for this type of value."""
-    if feature.dtype:
-        return feature.dtype
-    if feature.type == "string":
-        return default_text_dtype()
-    if feature.nullable and feature.type == "integer":
-        return "float64"
-    if feature.nullable and feature.type == "boolean":
-        return "object"
-    return DEFAULT_DTYPES[feature.type]
-
-
-def _frame_builder(features: Sequence[Feature]) -> Callable[[list[list[Any]]], Any]:
-    pd = pandas()
-    names = [f.name for f in features]
-    dtypes = [column_dtype(f) for f in features]
-    categories = [pd.CategoricalDtype(list(f.values or ())) if dtype == "category" else None
-                  for f, dtype in zip(features, dtypes)]
-
-    def column(values: list[Any], dtype: str, category: Any) -> Any:
-        if category is not None:  # a value outside the categories is missing, as the model sees it
-            known = set(category.categories)
-            return pd.Categorical([value if value in known else None for value in values], dtype=category)
-        if dtype == "object":
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-            return array
-        if dtype in NUMPY_DTYPES:
-            return np.asarray(values, dtype=dtype)
-        return pd.array(values, dtype=dtype)  # pandas' own dtypes: str, string, boolean, Int64, Float64
-
-    def frame(rows: list[list[Any]]) -> Any:
-        columns = list(zip(*rows)) if rows else [() for _ in names]
-        return pd.DataFrame({name: column(list(values), dtype, category)
-                             for name, values, dtype, category in zip(names, columns, dtypes, categories)})
-    return frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .features import values_type
 from .state import ServiceState
 
 JSON = "application/json"
@@ -25,21 +26,10 @@ def _obj(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-JSON_TYPES = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string"}
-
-
-def _json_type(values: list[Any]) -> str:
-    if all(isinstance(v, bool) for v in values):
-        return "boolean"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "number"
-    return "string"
-
-
 def feature_schema(entry: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema of one feature's value, from its card entry."""
     values = entry.get("values")
-    kind = _json_type(values) if entry["type"] == "category" and values else JSON_TYPES.get(entry["type"], "string")
+    kind = values_type(values) if entry["type"] == "category" and values else entry["type"]
     schema: dict[str, Any] = {"type": [kind, "null"] if entry.get("nullable") else kind}
     if values and entry.get("closed", True):
         schema["enum"] = [*values, None] if entry.get("nullable") else list(values)
@@ -61,7 +51,7 @@ def feature_schema(entry: dict[str, Any]) -> dict[str, Any]:
 def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
     bundle, card = service.bundle, service.bundle.card
     features = card["features"]
-    label = {"type": _json_type(bundle.classes or [])} if bundle.is_classifier else {"type": "number"}
+    label = {"type": values_type(bundle.classes or [])} if bundle.is_classifier else {"type": "number"}
     record = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
               "properties": {f["name"]: feature_schema(f) for f in features}}
     columns = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],

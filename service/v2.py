@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from . import __version__
 from .bundle import ModelBundle
 from .errors import ApiError
-from .features import Feature
+from .features import Feature, values_type
 from .inputs import parse_rows, read_json_body
 from .state import state
 
@@ -24,30 +24,19 @@ v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
 NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
 DATATYPES = NUMERIC | {"BOOL", "BYTES"}
-FAMILY_DATATYPES = {"string": "BYTES", "boolean": "BOOL", "integer": "INT64", "number": "FP64"}
-
-
-def _datatype_of(values: list[Any]) -> str:
-    """The V2 datatype for a list of JSON values (labels or categories)."""
-    if all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "FP64"
-    return "BYTES"
+V2_DATATYPES = {"string": "BYTES", "boolean": "BOOL", "integer": "INT64", "number": "FP64"}
 
 
 def datatype(feature: Feature) -> str:
     """A feature's V2 datatype: FP64, INT64, BOOL, or BYTES for text."""
     if feature.type == "category" and feature.values:
-        return _datatype_of(list(feature.values))
-    return FAMILY_DATATYPES.get(feature.type, "BYTES")
+        return V2_DATATYPES[values_type(feature.values)]
+    return V2_DATATYPES[feature.type]
 
 
 def output_datatype(bundle: ModelBundle) -> str:
     """FP64 for a regressor; for a classifier, the datatype of its labels."""
-    return _datatype_of(bundle.classes or []) if bundle.is_classifier else "FP64"
+    return V2_DATATYPES[values_type(bundle.classes or [])] if bundle.is_classifier else "FP64"
 
 
 def _compatible(sent: str, expected: str) -> bool:

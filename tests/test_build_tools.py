@@ -215,7 +215,7 @@ def test_trim_rules_on_a_fake_site(tmp_path: Path):
     ("localhost:5000/churn", "localhost:5000/churn-builder:latest"),
 ])
 def test_each_image_gets_its_own_builder(reference, builder):
-    from imagebuild.cli import builder_reference
+    from imagebuild.docker_build import builder_reference
     assert builder_reference(reference) == builder
 
 

@@ -189,3 +189,33 @@ def test_the_derive_command_fails_with_one_line_and_exit_2(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {tmp_path}: expected one model file")
+
+
+def test_skops_files_load_with_the_trusted_types_check(trained, tmp_path):
+    import skops.io
+    skops.io.dump(trained["linear"].model, tmp_path / "linear.skops")
+    trained["linear"].sample.to_csv(tmp_path / "sample.csv", index=False)
+    bundle(tmp_path / "linear.skops", tmp_path / "b", tmp_path / "sample.csv")
+    app = create_app({"MODEL_DIR": str(tmp_path / "b")})
+    assert app.extensions[EXTENSION].bundle.card["artifact"] == {
+        "file": "linear.skops", "sha256": app.extensions[EXTENSION].bundle.sha256, "format": "skops", "trusted": []}
+    names = app.extensions[EXTENSION].bundle.feature_names
+    answer = app.test_client().post("/predict", data=body_of(trained["linear"].rows, names),
+                                    content_type="application/json").get_json()
+    assert answer["predictions"] == trained["linear"].model.predict(trained["linear"].rows).tolist()
+
+
+def test_a_skops_type_outside_the_defaults_must_be_trusted_by_name(trained, tmp_path):
+    import skops.io
+    skops.io.dump(trained["own"].model, tmp_path / "own.skops")
+    untrusted = ["homefeatures.AreaPerRoom", "numpy.dtype"]  # the imputer keeps a dtype, outside skops' defaults
+    with pytest.raises(DeriveError, match=f"holds types skops does not trust by default: {', '.join(untrusted)}; "
+                                          f"check them, then pass --trust {','.join(untrusted)}"):
+        derive_card(tmp_path / "own.skops")
+    trained["own"].sample.to_csv(tmp_path / "sample.csv", index=False)
+    bundle(tmp_path / "own.skops", tmp_path / "b", tmp_path / "sample.csv", trust=untrusted)
+    app = create_app({"MODEL_DIR": str(tmp_path / "b")})
+    assert app.extensions[EXTENSION].bundle.card["artifact"]["trusted"] == untrusted
+    rows = trained["own"].rows
+    answer = app.test_client().post("/predict", data=rows.to_json(orient="records"), content_type="application/json")
+    assert answer.get_json()["predictions"] == trained["own"].model.predict(rows).tolist()

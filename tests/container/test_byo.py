@@ -63,7 +63,7 @@ class Builds:
 def remove_build(client: Any, reference: str) -> None:
     """What a build of `reference` left on the engine: the image, its builder, their untagged predecessors."""
     import docker.errors
-    for name in (reference, cli.builder_reference(reference)):
+    for name in (reference, docker_build.builder_reference(reference)):
         try:
             client.images.remove(name)
         except docker.errors.ImageNotFound:
@@ -145,7 +145,7 @@ def test_builds_keep_to_their_own_images(byo, image, docker_client):
     byo("linear")
     assert docker_client.images.get("byo-linear-builder:test")
     assert docker_client.images.get(image["image"])  # the default image, built first, is still there
-    assert docker_client.images.get(cli.builder_reference(image["image"]))
+    assert docker_client.images.get(docker_build.builder_reference(image["image"]))
 
 
 def test_pruning_touches_only_the_reference_being_built(docker_client, image):

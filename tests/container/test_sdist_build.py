@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from imagebuild import docker_build, wheels
+from imagebuild.model_input import model_source
 
 pytestmark = pytest.mark.container
 
@@ -22,8 +23,9 @@ def test_sdist_only_requirement_is_built_in_the_builder(tmp_path, docker_client,
 
     base = image["bases"]["builder"]
     tag = "sklearn-model-service-sdist-test:latest"
-    docker_build.build(docker_client, docker_build.context(house, requirements), "Dockerfile.builder", tag,
-                       {"BUILDER_BASE": base})
+    context = docker_build.context(house, requirements, model_source(None))
+    docker_build.build(docker_client, context, "Dockerfile.builder", tag, {"BUILDER_BASE": base},
+                       {docker_build.BUILD_LABEL: tag})
     try:
         output = docker_client.containers.run(
             tag, ["/opt/venv/bin/python", "-c", "import docopt, sys; print(docopt.__version__, docopt.__file__)"],
