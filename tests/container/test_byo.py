@@ -162,13 +162,18 @@ def test_pruning_touches_only_the_reference_being_built(docker_client, image):
         for image_id in made.values():
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(image_id, force=True)
+        docker_client.images.prune(filters={"dangling": True, "label": TEST_LABEL})  # the builds' own steps
+
+
+TEST_LABEL = "sklearn-model-service.test=prune"
 
 
 def build_labelled(client: Any, base: str, reference: str, revision: str) -> str:
-    """An image on `base` tagged `reference`, with this build's label and a revision label."""
+    """An image on `base` tagged `reference`, with this build's label, a revision and the test's label."""
+    key, value = TEST_LABEL.split("=")
     image, _ = client.images.build(fileobj=io.BytesIO(f"FROM {base}\n".encode()), tag=reference,
-                                   labels={docker_build.BUILD_LABEL: reference, "revision": revision},
-                                   network_mode="none")
+                                   labels={docker_build.BUILD_LABEL: reference, "revision": revision, key: value},
+                                   network_mode="none", rm=True, forcerm=True)
     return image.id
 
 
