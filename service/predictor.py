@@ -49,6 +49,9 @@ class Predictor:
         """The estimator itself, called once on `rows` (as the array or DataFrame it was fitted on)."""
         model_input = self.bundle.to_input(rows)
         predictions = np.asarray(self.bundle.model.predict(model_input))
+        if predictions.ndim != 1:
+            raise TypeError(f"the model answers {predictions.shape[1:]} values per row; only one output per row "
+                            f"is served")
         probabilities = self.bundle.model.predict_proba(model_input) if self.has_proba else None
         return predictions, probabilities
 

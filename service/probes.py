@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from .features import Feature, values_type
 from .frames import input_builder
 
@@ -27,9 +29,11 @@ class Probe:
         features = [Feature.from_card({**entry, "closed": False}) for entry in entries]
         try:
             row = [feature.parse(record[feature.name], "probe") for feature in features]
-            self.model.predict(input_builder(features, self.dataframe)([row]))
+            answer = self.model.predict(input_builder(features, self.dataframe)([row]))
         except Exception as exc:  # noqa: BLE001 - any refusal counts
             return f"{type(exc).__name__}: {' '.join(str(getattr(exc, 'message', exc)).split())}"
+        if np.ndim(answer) != 1:
+            return f"it answers {np.shape(answer)[1:]} values per row, and only one output per row is served"
         return None
 
 

@@ -219,3 +219,12 @@ def test_a_skops_type_outside_the_defaults_must_be_trusted_by_name(trained, tmp_
     rows = trained["own"].rows
     answer = app.test_client().post("/predict", data=rows.to_json(orient="records"), content_type="application/json")
     assert answer.get_json()["predictions"] == trained["own"].model.predict(rows).tolist()
+
+
+def test_a_model_with_several_outputs_per_row_is_refused_in_one_line(tmp_path):
+    from sklearn.linear_model import LinearRegression
+    joblib.dump(LinearRegression().fit([[0.0], [1.0], [2.0]], [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]),
+                tmp_path / "two.joblib")
+    with pytest.raises(DeriveError, match=r"the model fails on a typical record: it answers \(2,\) values per row, "
+                                          r"and only one output per row is served"):
+        derive_card(tmp_path / "two.joblib")
