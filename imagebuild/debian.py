@@ -64,6 +64,14 @@ class Deb:
         return subprocess.run(["dpkg-deb", "-f", str(self.path)], check=True, capture_output=True,
                               text=True).stdout
 
+    def md5sums(self) -> str:
+        """The package's md5sums control file (empty when it ships none)."""
+        data = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(self.path)], check=True,
+                              capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as control:
+            member = next((m for m in control.getmembers() if m.name.lstrip("./") == "md5sums"), None)
+            return control.extractfile(member).read().decode() if member is not None else ""  # type: ignore[union-attr]
+
     def files(self) -> tarfile.TarFile:
         data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(self.path)], check=True,
                               capture_output=True).stdout
@@ -269,6 +277,20 @@ def _static_files(writer: RootWriter, debs: dict[str, Deb]) -> None:
 ONLY_GENERATED = {"ca-certificates"}  # shipped as the generated bundle, not as the package's scripts
 
 
+def shipped_md5sums(md5sums: str, generated: bool) -> str:
+    """The md5sums lines of the files the image ships (merged-/usr paths; documentation and gconv left out), as
+    distroless writes status.d/<package>.md5sums for scanners that map files to packages."""
+    if generated:
+        return ""
+    lines = []
+    for line in md5sums.splitlines():
+        digest, _, name = line.partition("  ")
+        path = _canonical(name)
+        if digest and path and _keep(path):
+            lines.append(f"{digest}  {path}\n")
+    return "".join(lines)
+
+
 def compose_runtime(debs: dict[str, Deb], groups: dict[str, list[str]], workdir: Path) -> list[tuple[str, Path]]:
     """One layer tar per package group; returns (group, path) in order."""
     layers = []
@@ -283,6 +305,9 @@ def compose_runtime(debs: dict[str, Deb], groups: dict[str, list[str]], workdir:
                 if name not in ONLY_GENERATED:
                     _unpack(deb, writer)
                 writer.file(f"var/lib/dpkg/status.d/{name}", deb.control().encode())
+                shipped = shipped_md5sums(deb.md5sums(), name in ONLY_GENERATED)
+                if shipped:
+                    writer.file(f"var/lib/dpkg/status.d/{name}.md5sums", shipped.encode())
             if group == "python":
                 writer.symlink("usr/bin/python3", "python3.13")
                 writer.symlink("usr/bin/python", "python3.13")
@@ -327,8 +352,18 @@ def _image_exists(client: Any, reference: str) -> bool:
         return False
 
 
+# Bumped whenever the runtime root is composed differently from the same packages, so a base built the old way
+# is not reused: 2 added each package's md5sums to /var/lib/dpkg/status.d.
+RUNTIME_COMPOSITION = 2
+
+
+def image_key(kind: str, section: dict[str, Any]) -> str:
+    """The base image's tag: its lock section's key, and for the runtime the way its root is composed."""
+    return section_key({**section, "composition": RUNTIME_COMPOSITION} if kind == "runtime" else section)
+
+
 def _reference(kind: str, section: dict[str, Any]) -> str:
-    return f"{BASE_REPOSITORY}/{kind}:{section_key(section)}"
+    return f"{BASE_REPOSITORY}/{kind}:{image_key(kind, section)}"
 
 
 def _loaded(client: Any, kind: str, section: dict[str, Any]) -> str | None:
@@ -373,7 +408,7 @@ def runtime_base(client: Any, update: bool, lock: dict[str, Any]) -> str:
         reference = _reference("runtime", section)
         layers = compose_runtime(downloaded, groups, workdir)
         archive = workdir / "image.tar"
-        _docker_archive(layers, reference, archive, section_key(section))
+        _docker_archive(layers, reference, archive, image_key("runtime", section))
         with archive.open("rb") as handle:
             client.images.load(handle.read())
     return reference

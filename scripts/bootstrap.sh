@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for building and testing: Debian packages (Docker engine, mmdebstrap,
-# docker-registry, htpasswd, headless Chromium for the /docs test, wrk for the benchmark), a running Docker
-# engine, and the .venv with the pinned Python packages.
+# docker-registry, htpasswd, headless Chromium for the /docs test, wrk for the benchmark, Prometheus and promtool
+# for the metrics test), a running Docker engine, and the .venv with the pinned Python packages.
 # Idempotent: a second run only checks. Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 missing=()
 for pair in dockerd:docker.io mmdebstrap:mmdebstrap docker-registry:docker-registry htpasswd:apache2-utils \
-        chromium-headless-shell:chromium-headless-shell wrk:wrk; do
+        chromium-headless-shell:chromium-headless-shell wrk:wrk promtool:prometheus; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then

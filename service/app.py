@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import platform
-import re
 import time
-import uuid
 from typing import Any, Mapping
 
 import sklearn
@@ -23,7 +21,6 @@ from .docs import docs
 from .v2 import v2
 
 OPENAPI = "openapi"
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 api = Blueprint("api", __name__)
 
@@ -59,8 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _begin_request() -> None:
     """The request's id and start time, shared by the access log and the metrics."""
     g.started = time.perf_counter()
-    supplied = request.headers.get("X-Request-ID", "")
-    g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.request_id = logs.request_id(request.headers.get("X-Request-ID", ""))
 
 
 def _common_headers(response: Response) -> Response:
@@ -72,7 +68,7 @@ def _common_headers(response: Response) -> Response:
 
 ENDPOINTS = [
     ("GET", "/", "this index"),
-    ("POST", "/predict", "predictions for one record, a list of records, or pandas-style columns"),
+    ("POST", "/predict", "predictions for one record, a list of records, or a DataFrame's columns or split"),
     ("GET", "/example", "runnable examples for each input shape, with the live model's answers"),
     ("GET", "/examples", "the same as /example"),
     ("GET", "/metadata", "the model card and what the loaded estimator says about itself"),
@@ -104,8 +100,8 @@ def predict() -> Response:
     with service.predictor.coming():
         payload = read_json_body()
         rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
-        g.rows = len(rows)
-        result = service.predictor.predict(rows)
+        g.rows = len(rows.values)
+        result = service.predictor.predict(rows.values, rows.index)
     return jsonify(result)
 
 

@@ -21,6 +21,8 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
                           "micro-batching: longest wait of a batch for requests already on their way"),
     "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int, "open connections per worker"),
     "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int, "seconds an idle connection is kept"),
+    "REQUEST_TIMEOUT": ("SERVICE_REQUEST_TIMEOUT", 10.0, float,
+                        "seconds a client has to send a whole request (headers and body) once it has begun"),
     "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int, "larger request bodies get the JSON 413"),
     "MAX_ROWS": ("SERVICE_MAX_ROWS", 1000, int, "rows per request"),
     "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float,

@@ -5,6 +5,7 @@ Under /v2 the Open Inference Protocol's own shape is used instead: {"error": "me
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -16,8 +17,11 @@ HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
+    431: "headers_too_large",
+    501: "not_implemented",
 }
 
 
@@ -29,15 +33,19 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
-    if request.path == "/v2" or request.path.startswith("/v2/"):
-        response = jsonify(error=message)
-        response.status_code = status
-        return response
+def error_body(path: str, code: str, message: str, field: str | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
+    """The error envelope for a request to `path` (the protocol's own shape under /v2)."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": message}
     error = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
-    response = jsonify(error=error, request_id=g.get("request_id"))
+    return {"error": error, "request_id": request_id}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    response = jsonify(error_body(request.path, code, message, field, g.get("request_id")))
     response.status_code = status
     return response
 

@@ -33,7 +33,7 @@ def build_examples(bundle: ModelBundle, predictor: Predictor) -> list[dict[str, 
     for name, description, body in shapes:
         try:
             rows = parse_rows(body, bundle.features, max_rows=2)
-            response = predictor.predict(rows)
+            response = predictor.predict(rows.values, rows.index)
         except ApiError as exc:
             raise BundleError(f"{bundle.path}: the model cannot answer its example ({name}): {exc.message}") from None
         except Exception as exc:  # the estimator's own failure, whatever its type

@@ -2,22 +2,60 @@
 
 Accepted shapes:
 - one record:            {"age": 59, "bmi": 32.1, ...}
-- a list of records:     [{"age": 59, ...}, {"age": 48, ...}]
-- pandas' column shape:  {"age": {"0": 59, "1": 48}, "bmi": {"0": 32.1, "1": 21.6}, ...}
+- a list of records:     [{"age": 59, ...}, {"age": 48, ...}]     (DataFrame.to_json(orient="records"))
+- pandas' column shape:  {"age": {"7": 59, "3": 48}, ...}           (DataFrame.to_json(), the default)
+- pandas' split shape:   {"columns": ["age", ...], "index": [7, 3], "data": [[59, ...], [48, ...]]}
+Rows keep the order they were sent in (for the column shape: the order of the first column's keys); for the
+column and split shapes the answer also gives each row's index label.
+
+A body may be sent gzip- or deflate-compressed (Content-Encoding); it is inflated up to the body limit only.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+import zlib
+from typing import Any, NamedTuple, Sequence
 
-from flask import request
+from flask import current_app, request
 
 from .errors import ApiError
 from .features import Feature
 
+SPLIT_KEYS = {"columns", "data", "index"}
+ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib window bits: gzip framing, zlib framing
+
+
+class Rows(NamedTuple):
+    """Typed rows in the order sent, and the index label of each when the shape carried one."""
+
+    values: list[list[Any]]
+    index: list[Any] | None = None
+
 
 def _invalid(code: str, message: str, field: str | None = None) -> ApiError:
     return ApiError(422, code, message, field)
+
+
+def request_body() -> bytes:
+    """The body, inflated when it came with Content-Encoding: gzip or deflate (never beyond the body limit)."""
+    body = request.get_data(cache=False)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ENCODINGS:
+        raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r} is not supported: send the "
+                                                      f"body as is, or gzip or deflate it")
+    limit = current_app.config["MAX_BODY_BYTES"]
+    inflater = zlib.decompressobj(ENCODINGS[encoding])
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, "invalid_encoding", f"the body is not valid {encoding} data ({exc})") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise ApiError(413, "body_too_large", f"the inflated request body is larger than the limit of {limit} bytes")
+    if not inflater.eof:
+        raise ApiError(400, "invalid_encoding", f"the {encoding} body is truncated")
+    return data
 
 
 def read_json_body() -> Any:
@@ -25,7 +63,7 @@ def read_json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {request.mimetype or 'none'!r})")
-    return decode_json(request.get_data(cache=False))
+    return decode_json(request_body())
 
 
 def decode_json(body: bytes) -> Any:
@@ -70,8 +108,8 @@ def _row(record: Any, features: Sequence[Feature], where: str) -> list[Any]:
     return [feature.parse(record[feature.name], where) for feature in features]
 
 
-def _column_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
-    """pandas' column orientation {"feature": {"index": value}} to records in index order."""
+def _column_records(columns: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """pandas' column orientation {"feature": {"label": value}} to records, in the order sent, and the labels."""
     index: list[str] | None = None
     for name, column in columns.items():
         if not isinstance(column, dict):
@@ -83,26 +121,47 @@ def _column_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
             raise _invalid("inconsistent_index", f"column '{name}' has a different set of row "
                                                  f"indexes from the other columns", name)
     assert index is not None
-    if all(key.lstrip("-").isdigit() for key in index):
-        index.sort(key=int)
-    return [{name: column[key] for name, column in columns.items()} for key in index]
+    return [{name: column[key] for name, column in columns.items()} for key in index], index
 
 
-def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> list[list[Any]]:
-    """Rows of typed values (see service/features.py), in input order, for a payload of any accepted shape."""
-    if isinstance(payload, dict) and payload and any(isinstance(v, dict) for v in payload.values()):
-        records = _column_records(payload)
-        label = "row"
+def _is_split(payload: Any, features: Sequence[Feature]) -> bool:
+    """pandas' split orientation, unless the model's own features are called columns and data."""
+    return isinstance(payload, dict) and {"columns", "data"} <= set(payload) <= SPLIT_KEYS \
+        and not {"columns", "data"} <= {feature.name for feature in features}
+
+
+def _split_records(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """pandas' split orientation {"columns", "data", "index"?} to records, and the index labels if given."""
+    columns, data, index = payload["columns"], payload["data"], payload.get("index")
+    if not isinstance(columns, list) or not all(isinstance(name, str) for name in columns):
+        raise _invalid("invalid_shape", "split orientation: 'columns' must be a list of feature names")
+    if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == len(columns) for row in data):
+        raise _invalid("invalid_shape", f"split orientation: 'data' must be a list of rows of {len(columns)} values, "
+                                        f"one per column")
+    if len(set(columns)) != len(columns):
+        raise _invalid("invalid_shape", "split orientation: a column is named twice")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise _invalid("inconsistent_index", "split orientation: 'index' must have one label per row of 'data'")
+    return [dict(zip(columns, row)) for row in data], index
+
+
+def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> Rows:
+    """Typed rows (see service/features.py), in the order sent, for a payload of any accepted shape."""
+    index: list[Any] | None = None
+    if _is_split(payload, features):
+        (records, index), label = _split_records(payload), "row"
+    elif isinstance(payload, dict) and payload and any(isinstance(v, dict) for v in payload.values()):
+        (records, index), label = _column_records(payload), "row"
     elif isinstance(payload, list):
         records, label = payload, "record"
     elif isinstance(payload, dict):
         records, label = [payload], "record"
     else:
-        raise _invalid("invalid_shape", f"expected a record, a list of records or columns, "
-                                        f"got {type(payload).__name__}")
+        raise _invalid("invalid_shape", f"expected a record, a list of records, columns or pandas' split "
+                                        f"orientation, got {type(payload).__name__}")
     if not records or records == [{}]:
         raise _invalid("empty_input", "no rows to predict: send at least one record")
     if len(records) > max_rows:
         raise ApiError(413, "too_many_rows", f"{len(records)} rows in one request; the limit is {max_rows} "
                                              f"(split the request or raise SERVICE_MAX_ROWS)")
-    return [_row(record, features, f"{label} {position}") for position, record in enumerate(records)]
+    return Rows([_row(record, features, f"{label} {position}") for position, record in enumerate(records)], index)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 import warnings
 from typing import TextIO
 
 from flask import Flask, Response, g, request
 
 ACCESS = logging.getLogger("service.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBES = ("/health/", "/v2/health/", "/metrics")
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 WARNINGS = logging.getLogger("py.warnings")
@@ -55,6 +58,11 @@ def configure(level: str = "INFO") -> None:
     # waitress warns "Task queue depth is N" for every request that waits for a free thread: under load, one
     # line per request. The in-flight gauge at /metrics says the same once.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def request_id(supplied: str) -> str:
+    """The client's X-Request-ID when it is a sane one, else a new id."""
+    return supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
 
 
 def is_probe(path: str) -> bool:

@@ -37,7 +37,8 @@ class Metrics:
         if self.shared:  # every worker's files, read at each scrape
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: Flask would add a second charset to CONTENT_TYPE_LATEST's own
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def install(app: Flask, metrics: Metrics) -> None:

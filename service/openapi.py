@@ -59,13 +59,19 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
                                           "additionalProperties": feature_schema(f)} for f in features}}
     prediction = _obj(model={"type": "string"}, model_version={"type": "string"},
                       predictions={"type": "array", "items": label})
+    prediction["properties"]["index"] = {
+        "type": "array", "items": {"type": ["string", "integer", "number", "boolean", "null"]},
+        "description": "for the column and split shapes: each row's index label, in the order sent"}
     if service.predictor.has_proba:
         prediction["properties"]["probabilities"] = {
             "type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}
         prediction["required"].append("probabilities")
     tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
-        "datatype": {"type": "string"}, "parameters": {"type": "object"}, "data": {"type": "array"}}}
+        "datatype": {"type": "string"}, "parameters": {"type": "object"},
+        "data": {"type": "array", "items": {}, "description": "flat (row-major) or nested values"}}}
+    tensor_metadata = _obj(name={"type": "string"}, datatype={"type": "string"},
+                           shape={"type": "array", "items": {"type": "integer", "minimum": -1}})
     model_path = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
                   "example": card["name"]}
     version_path = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
@@ -93,12 +99,13 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
         "paths": {
             "/": {"get": {"summary": "Index of the endpoints", "responses": plain}},
             "/predict": {"post": {
-                "summary": "Predict for one record, a list of records, or pandas-style columns",
+                "summary": "Predict for one record, a list of records, or a DataFrame's columns or split",
                 "requestBody": {"required": True, "content": {JSON: {
                     "schema": {"oneOf": [{"$ref": "#/components/schemas/Record"},
                                          {"type": "array", "items": {"$ref": "#/components/schemas/Record"},
                                           "minItems": 1, "maxItems": max_rows},
-                                         {"$ref": "#/components/schemas/Columns"}]},
+                                         {"$ref": "#/components/schemas/Columns"},
+                                         {"$ref": "#/components/schemas/Split"}]},
                     "examples": examples}}},
                 "responses": {"200": _ok({"$ref": "#/components/schemas/Prediction"}), **predict_errors}}},
             "/example": {"get": {"summary": "Runnable examples with the live model's answers", "responses": plain}},
@@ -129,13 +136,19 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
         "components": {"schemas": {
             "Record": record,
             "Columns": columns,
+            "Split": {"type": "object", "required": ["columns", "data"], "additionalProperties": False,
+                      "description": "pandas' split orientation (DataFrame.to_json(orient=\"split\"))",
+                      "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                                     "index": {"type": "array", "items": {}},
+                                     "data": {"type": "array", "items": {"type": "array", "items": {}}}}},
             "Prediction": prediction,
             "Error": {"type": "object", "required": ["error", "request_id"], "properties": {
                 "error": _obj(code={"type": "string"}, message={"type": "string"}),
                 "request_id": {"type": "string"}}},
             "V2Error": _obj(error={"type": "string"}),
             "V2ModelMetadata": _obj(name={"type": "string"}, versions={"type": "array", "items": {"type": "string"}},
-                                    platform={"type": "string"}, inputs={"type": "array"}, outputs={"type": "array"}),
+                                    platform={"type": "string"}, inputs={"type": "array", "items": tensor_metadata},
+                                    outputs={"type": "array", "items": tensor_metadata}),
             "V2InferRequest": {"type": "object", "required": ["inputs"], "properties": {
                 "id": {"type": "string"}, "parameters": {"type": "object"},
                 "inputs": {"type": "array", "items": tensor, "minItems": 1},

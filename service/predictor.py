@@ -89,8 +89,9 @@ class Predictor:
         """Wrap the reading and checking of a request that will call predict(): see MicroBatcher.coming."""
         return self.batcher.coming() if self.batcher else contextlib.nullcontext()
 
-    def predict(self, rows: list[list[Any]]) -> dict[str, Any]:
-        """Predictions (and probabilities); a 422 when the estimator refuses the values or answers non-finite."""
+    def predict(self, rows: list[list[Any]], index: list[Any] | None = None) -> dict[str, Any]:
+        """Predictions (and probabilities), with the rows' `index` labels if given; a 422 when the estimator
+        refuses the values or answers non-finite."""
         try:
             predictions, probabilities = (self.batcher or self.infer)(rows)
         except ValueError as exc:  # scikit-learn's own input validation, e.g. values too large for float32
@@ -99,6 +100,7 @@ class Predictor:
         result: dict[str, Any] = {
             "model": self.bundle.card["name"],
             "model_version": self.bundle.card["version"],
+            **({"index": index} if index is not None else {}),
             "predictions": [_plain(value) for value in predictions],
         }
         if probabilities is not None:

@@ -8,6 +8,7 @@ no connection is left, and within DRAIN_SECONDS whatever clients do.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -17,28 +18,37 @@ from typing import Any
 from flask import Flask
 from waitress.server import create_server
 
+from .connections import Channel, close_slow_requests
 from .state import EXTENSION
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it through the trigger
-# waitress answers a body over its own cap with a plain-text 413 before the app sees it. Its cap sits this far
-# above MAX_BODY_BYTES, so the app answers moderate excesses with the JSON envelope while memory stays bounded.
-WAITRESS_BODY_SLACK = 1 << 20
+# Response bodies are kept in memory up to this size; beyond it waitress would spill them to a temporary file,
+# and a read-only root has none. The largest answer (SERVICE_MAX_ROWS rows with probabilities) is far smaller.
+OUTBUF_OVERFLOW = 64 << 20
 
 
 def make_server(app: Flask, listener: socket.socket) -> Any:
-    """waitress on `listener`, a listening socket (bound by service/workers.py, shared by the workers)."""
+    """waitress on `listener`, a listening socket (bound by service/workers.py, shared by the workers).
+
+    Bodies up to MAX_BODY_BYTES are kept in memory (waitress spills larger ones to a temporary file, which a
+    read-only root does not have); a larger one is refused by waitress with the JSON 413 before it is read, so
+    memory per connection stays bounded by the cap."""
     config = app.config
-    return create_server(
+    server = create_server(
         app,
         sockets=[listener],
         threads=config["THREADS"],
         connection_limit=config["CONNECTION_LIMIT"],
         channel_timeout=config["CHANNEL_TIMEOUT"],
-        max_request_body_size=config["MAX_BODY_BYTES"] + WAITRESS_BODY_SLACK,
+        max_request_body_size=config["MAX_BODY_BYTES"] + 1,  # waitress refuses a body of this size or more
+        inbuf_overflow=config["MAX_BODY_BYTES"] + 1,
+        outbuf_overflow=OUTBUF_OVERFLOW,
         ident="",  # no Server: banner
         clear_untrusted_proxy_headers=True,
     )
+    server.channel_class = Channel
+    return server
 
 
 QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or unsent, is done
@@ -67,11 +77,13 @@ def _stop_listening(server: Any) -> None:
     server.socket.close()
 
 
-def serve(app: Flask, listener: socket.socket) -> None:
-    """Serve until SIGTERM or SIGINT, then drain."""
+def serve(app: Flask, listener: socket.socket, parent: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or, for a worker, until its supervisor `parent` is gone), then drain."""
     server = make_server(app, listener)
     stopping = threading.Event()
     ready = app.extensions[EXTENSION].ready
+    request_timeout = app.config["REQUEST_TIMEOUT"]
+    first_seen: dict[int, tuple[Any, float]] = {}
 
     def on_signal(signum: int, _frame: Any) -> None:
         ready.clear()
@@ -83,6 +95,11 @@ def serve(app: Flask, listener: socket.socket) -> None:
     log.info("serving on http://%s:%s", server.effective_host, server.effective_port)
     while not stopping.is_set():
         server.asyncore.loop(timeout=LOOP_TIMEOUT, map=server._map, count=1)
+        close_slow_requests(server, request_timeout, first_seen)
+        if parent is not None and os.getppid() != parent:  # the supervisor was killed: leave, as it would ask
+            log.warning("supervisor %d is gone: stopping", parent)
+            ready.clear()
+            stopping.set()
 
     drain = app.config["DRAIN_SECONDS"]
     deadline = time.monotonic() + drain

@@ -13,11 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
-from . import __version__
+from . import __version__, tensors
 from .bundle import ModelBundle
 from .errors import ApiError
 from .features import Feature, values_type
-from .inputs import parse_rows, read_json_body
+from .inputs import parse_rows
 from .state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -63,7 +63,7 @@ def _not_ready() -> Response:
 
 @v2.get("")
 def server_metadata() -> Response:
-    return jsonify(name="sklearn-model-service", version=__version__, extensions=[])
+    return jsonify(name="sklearn-model-service", version=__version__, extensions=[tensors.EXTENSION])
 
 
 @v2.get("/health/live")
@@ -166,12 +166,12 @@ def records_from_inputs(inputs: Any, features: list[Feature]) -> list[dict[str, 
 def infer(name: str, version: str | None = None) -> Response:
     service = _model(name, version)
     with service.predictor.coming():
-        payload = read_json_body()
+        payload = tensors.read_request()
         if not isinstance(payload, dict):
             raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
         features = service.bundle.features
         rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
-                          current_app.config["MAX_ROWS"])
+                          current_app.config["MAX_ROWS"]).values
         result = service.predictor.predict(rows)
     count = g.rows = len(rows)
     outputs = [{"name": "predict", "shape": [count], "datatype": output_datatype(service.bundle),
@@ -190,5 +190,6 @@ def infer(name: str, version: str | None = None) -> Response:
                                                   f"{', '.join(o['name'] for o in outputs)}")
         outputs = [o for o in outputs if o["name"] in names]
     supplied = payload.get("id")
-    return jsonify(model_name=service.bundle.card["name"], model_version=service.bundle.card["version"],
-                   id=supplied if isinstance(supplied, str) else g.request_id, outputs=outputs)
+    answer = {"model_name": service.bundle.card["name"], "model_version": service.bundle.card["version"],
+              "id": supplied if isinstance(supplied, str) else g.request_id, "outputs": outputs}
+    return tensors.respond(answer, {o["name"] for o in outputs if tensors.wants_binary(payload, o["name"])})

@@ -39,10 +39,12 @@ def pin(index: int, cpus: list[int]) -> None:
     os.sched_setaffinity(0, {cpus[index % len(cpus)]})
 
 
-def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = None) -> int:
+def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = None,
+                 parent: int | None = None) -> int:
     """Load, check and warm up the model, then serve until SIGTERM/SIGINT. Exit code for the process.
 
-    `ready_fd`, if given, gets one byte once the model is loaded (the supervisor waits for it)."""
+    `ready_fd`, if given, gets one byte once the model is loaded (the supervisor waits for it); `parent` is the
+    supervisor's pid: the worker stops when it is no longer its parent."""
     from .app import create_app
     from .bundle import BundleError
     from .config import ConfigError
@@ -69,7 +71,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
     if ready_fd is not None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)
-    serve(app, listener)
+    serve(app, listener, parent)
     return 0
 
 
@@ -125,6 +127,7 @@ class Supervisor:
     def __init__(self, listener: socket.socket, count: int, cpus: list[int], settings: Mapping[str, Any]):
         self.listener, self.count, self.cpus, self.settings = listener, count, cpus, settings
         self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
+        self.pid = os.getpid()
         self.deadline: float | None = None  # set when stopping
         self.exit_code = 0
 
@@ -141,7 +144,7 @@ class Supervisor:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if self.settings["PIN_CPUS"]:
                     pin(index, self.cpus)
-                code = serve_worker(self.listener, index, ready_write)
+                code = serve_worker(self.listener, index, ready_write, self.pid)
             except BaseException:  # noqa: BLE001 - logged, then the process ends with code 1
                 log.exception("worker %d failed", index)
             finally:
@@ -179,6 +182,8 @@ class Supervisor:
                     for straggler in self.children:
                         os.kill(straggler, signal.SIGKILL)
                 time.sleep(0.05)
+                continue
+            if pid not in self.children:  # not a worker (a library's helper process, say): reaped, nothing more
                 continue
             index, started = self.children.pop(pid)
             multiprocess.mark_process_dead(pid)

@@ -50,13 +50,48 @@ def test_list_of_records_answers_in_input_order(client, service):
     assert backward == forward[::-1]
 
 
-def test_pandas_columns_shape_follows_the_index_order(client, service):
+def test_pandas_columns_keep_the_order_sent_and_name_each_rows_label(client, service):
+    """DataFrame.to_json() of a shuffled frame: the answers come back in the order sent, each with its label
+    (sorting by label would put every prediction on the wrong row of the user's frame)."""
+    import pandas as pd
     records = records_for(service, 3)
-    # keys deliberately out of order: "10" sorts after "2" as an integer, before it as a string
-    keys = ["10", "2", "0"]
-    columns = {name: {key: record[name] for key, record in zip(keys, records)} for name in records[0]}
-    expected = direct(service, [records[2], records[1], records[0]])
-    assert client.post("/predict", json=columns).get_json()["predictions"] == expected
+    frame = pd.DataFrame(records, index=[10, 2, 0])
+    body = client.post("/predict", data=frame.to_json(), content_type="application/json").get_json()
+    assert body["index"] == ["10", "2", "0"]
+    assert body["predictions"] == direct(service, records)
+    frame["predicted"] = pd.Series(body["predictions"], index=[int(label) for label in body["index"]])
+    assert frame["predicted"].tolist() == direct(service, records)
+
+
+def test_pandas_split_orientation_is_accepted(client, service):
+    import pandas as pd
+    records = records_for(service, 2)
+    frame = pd.DataFrame(records, index=["b", "a"])
+    body = client.post("/predict", data=frame.to_json(orient="split"), content_type="application/json").get_json()
+    assert body["index"] == ["b", "a"] and body["predictions"] == direct(service, records)
+    broken = client.post("/predict", json={"columns": list(records[0]), "data": [[1.0]]}).get_json()
+    assert broken["error"]["code"] == "invalid_shape" and "rows of" in broken["error"]["message"]
+
+
+def test_compressed_bodies_are_inflated_within_the_limit(client, app, service):
+    import gzip
+    import zlib
+    records = records_for(service, 3)
+    raw = json.dumps(records).encode()
+    for encoding, data in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        response = client.post("/predict", data=data, headers={"Content-Encoding": encoding},
+                               content_type="application/json")
+        assert response.get_json()["predictions"] == direct(service, records), encoding
+    bomb = gzip.compress(b" " * (app.config["MAX_BODY_BYTES"] + 1) + raw)  # a few kB that inflate past the cap
+    response = client.post("/predict", data=bomb, headers={"Content-Encoding": "gzip"},
+                           content_type="application/json")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "body_too_large"
+    assert len(bomb) < 10_000
+    bad = client.post("/predict", data=b"not gzip", headers={"Content-Encoding": "gzip"},
+                      content_type="application/json")
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_encoding"
+    odd = client.post("/predict", data=raw, headers={"Content-Encoding": "br"}, content_type="application/json")
+    assert odd.status_code == 415
 
 
 def test_different_inputs_give_different_answers(client, service):

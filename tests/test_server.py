@@ -197,3 +197,60 @@ def test_a_worker_that_dies_is_replaced_and_the_shared_metrics_are_removed_at_ex
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
     assert not Path(folder).exists()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+@pytest.mark.parametrize("server", [2], indirect=True, ids=["2 workers"])
+def test_workers_leave_when_their_supervisor_is_killed(server):
+    """SIGKILL (the OOM killer) gives the supervisor no chance to stop its workers: they notice and leave, and
+    the port is free for the next start."""
+    import socket
+    process, port = server
+    workers = list(worker_starts(process))
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(gone(pid) for pid in workers):
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in workers), process.log_path.read_text()[-2000:]
+    with socket.socket() as again:  # as the next start binds it (connections in TIME_WAIT are no obstacle)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        again.listen()
+    assert "is gone: stopping" in process.log_path.read_text()
+
+
+STRAY_CHILD = """
+import os, signal, socket, subprocess, sys, tempfile, threading, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
+import service.workers as workers
+
+def pretend_to_serve(listener, worker, ready_fd=None, parent=None):
+    if ready_fd is not None:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    time.sleep(60)
+    return 0
+
+workers.serve_worker = pretend_to_serve
+stray = subprocess.Popen(["sleep", "0.2"])  # a child that is not a worker: the supervisor's waitpid reaps it
+threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+settings = {"PIN_CPUS": 0, "DRAIN_SECONDS": 1.0}
+print(workers.Supervisor(socket.socket(), 1, [0], settings).run())
+"""
+
+
+def test_the_supervisor_reaps_a_child_that_is_not_a_worker():
+    result = subprocess.run([sys.executable, "-c", STRAY_CHILD], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0" and "KeyError" not in result.stderr

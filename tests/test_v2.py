@@ -1,6 +1,9 @@
 """Open Inference Protocol (V2) routes against both bundles: same predictions as /predict, protocol errors."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from service import __version__
@@ -21,7 +24,7 @@ def per_feature(service, records) -> list[dict]:
 
 def test_server_metadata_and_health(client, service):
     assert client.get("/v2").get_json() == {"name": "sklearn-model-service", "version": __version__,
-                                            "extensions": []}
+                                            "extensions": ["binary_tensor_data"]}
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
     service.ready.clear()
@@ -128,3 +131,76 @@ def test_malformed_and_wrong_content_type_use_the_v2_shape(client, service):
     response = client.post(model_path(service, "/infer"), data="{}", content_type="text/plain")
     assert response.status_code == 415 and set(response.get_json()) == {"error"}
     assert client.get("/v2/nothing").status_code == 404 and set(client.get("/v2/nothing").get_json()) == {"error"}
+
+
+def binary_request(tensors: list[tuple[str, str, list]], parameters: dict | None = None) -> tuple[bytes, str]:
+    """What tritonclient sends: a JSON header, then each input's raw little-endian bytes."""
+    import struct
+    inputs, blobs = [], []
+    for name, datatype, values in tensors:
+        if datatype == "BYTES":
+            blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+        else:
+            blob = np.asarray(values, dtype={"FP64": "<f8", "FP32": "<f4", "INT64": "<i8"}[datatype]).tobytes()
+        inputs.append({"name": name, "shape": [len(values)], "datatype": datatype,
+                       "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    header = json.dumps({"inputs": inputs, **({"parameters": parameters} if parameters else {})}).encode()
+    return header + b"".join(blobs), str(len(header))
+
+
+def test_binary_tensors_in_and_out(client, service):
+    records = records_for(service, 3)
+    tensors = [(name, "FP64", [r[name] for r in records]) for name in service.bundle.feature_names]
+    body, length = binary_request(tensors, {"binary_data_output": True})
+    response = client.post(model_path(service, "/infer"), data=body,
+                           headers={"Inference-Header-Content-Length": length})  # no Content-Type, as tritonclient
+    assert response.status_code == 200 and response.mimetype == "application/octet-stream"
+    header_length = int(response.headers["Inference-Header-Content-Length"])
+    header = json.loads(response.data[:header_length])
+    first = header["outputs"][0]
+    blob = response.data[header_length:header_length + first["parameters"]["binary_data_size"]]
+    if first["datatype"] == "FP64":
+        assert np.frombuffer(blob, "<f8").tolist() == direct(service, records)
+    else:  # a classifier's labels: BYTES, a 4-byte length before each
+        import struct
+        labels, offset = [], 0
+        while offset < len(blob):
+            (size,) = struct.unpack_from("<I", blob, offset)
+            labels.append(blob[offset + 4:offset + 4 + size].decode())
+            offset += 4 + size
+        assert labels == [str(label) for label in direct(service, records)]
+    assert "data" not in first
+
+
+def test_json_without_a_content_type_is_json_on_v2(client, service):
+    body = {"inputs": per_feature(service, records_for(service, 2))}
+    response = client.post(model_path(service, "/infer"), data=json.dumps(body))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json()["outputs"][0]["data"] == direct(service, records_for(service, 2))
+    refused = client.post(model_path(service, "/infer"), data=json.dumps(body), content_type="text/plain")
+    assert refused.status_code == 415
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda body, length: (body, str(len(body) + 1)), "must be the length of the JSON part"),
+    (lambda body, length: (body + b"\0" * 8, length), "8 bytes of binary data are not claimed"),
+    (lambda body, length: (body[:-8], length), "does not fit the"),
+])
+def test_malformed_binary_requests_are_client_errors(client, service, change, message):
+    records = records_for(service, 1)
+    body, length = binary_request([(name, "FP64", [records[0][name]]) for name in service.bundle.feature_names])
+    body, length = change(body, length)
+    response = client.post(model_path(service, "/infer"), data=body,
+                           headers={"Inference-Header-Content-Length": length})
+    assert 400 <= response.status_code < 500 and message in response.get_json()["error"]
+
+
+def test_nan_in_a_binary_tensor_is_a_missing_value(client, service):
+    records = records_for(service, 1)
+    tensors = [(name, "FP64", [float("nan") if i == 0 else records[0][name]])
+               for i, name in enumerate(service.bundle.feature_names)]
+    body, length = binary_request(tensors)
+    response = client.post(model_path(service, "/infer"), data=body,
+                           headers={"Inference-Header-Content-Length": length})
+    assert response.status_code == 422 and "may not be null" in response.get_json()["error"]

@@ -6,80 +6,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import docker.errors
-import joblib
 import numpy as np
 import pytest
 
 from imagebuild import cli, docker_build
 
 from ..byo_models import KINDS
-from .conftest import run_container
+from .conftest import BUDGET_MB, remove_build, run_container, tag
 
 pytestmark = pytest.mark.container
-BUDGET_MB = "400"  # pandas adds about 40 MB to the default image's 245 MB: these builds take their own budget
-MEASURED = Path(__file__).resolve().parents[2] / "reports" / "byo-builds.json"
-
-
-def tag(kind: str) -> str:
-    return f"byo-{kind}:test"
-
-
-class Builds:
-    """Builds each kind once, on first use, with `scripts/build.py --model ... --sample ... [--code ...]`."""
-
-    def __init__(self, trained: dict[str, Any], folder: Path):
-        self.trained, self.folder, self.reports = trained, folder, {}
-
-    def files(self, kind: str) -> tuple[Path, Path]:
-        model, sample = self.folder / f"{kind}.joblib", self.folder / f"{kind}-sample.csv"
-        if not model.exists():
-            joblib.dump(self.trained[kind].model, model)
-            self.trained[kind].sample.to_csv(sample, index=False)
-        return model, sample
-
-    def __call__(self, kind: str) -> dict[str, Any]:
-        if kind not in self.reports:
-            model, sample = self.files(kind)
-            report = self.folder / f"{kind}-report.json"
-            arguments = ["--model", str(model), "--sample", str(sample), "--tag", tag(kind),
-                         "--size-budget", BUDGET_MB, "--report", str(report)]
-            if self.trained[kind].code:
-                arguments += ["--code", str(self.trained[kind].code)]
-            started = time.monotonic()
-            assert cli.main(arguments) == 0, f"scripts/build.py {' '.join(arguments)} failed: see its stderr"
-            self.reports[kind] = {**json.loads(report.read_text()), "seconds": round(time.monotonic() - started, 1)}
-            MEASURED.parent.mkdir(exist_ok=True)
-            MEASURED.write_text(json.dumps({k: {"size": r["size"], "compressed": r["compressed_size"],
-                                                "seconds": r["seconds"], "notes": r["model"]["notes"]}
-                                            for k, r in self.reports.items()}, indent=2))
-        return self.reports[kind]
-
-
-def remove_build(client: Any, reference: str) -> None:
-    """What a build of `reference` left on the engine: the image, its builder, their untagged predecessors."""
-    import docker.errors
-    for name in (reference, docker_build.builder_reference(reference)):
-        try:
-            client.images.remove(name)
-        except docker.errors.ImageNotFound:
-            pass
-    docker_build.prune_superseded(client, reference)
-
-
-@pytest.fixture(scope="session")
-def byo(trained, tmp_path_factory, image, docker_client) -> Iterator[Builds]:
-    """`image` first: the default image and its builder must survive these builds, which are removed after."""
-    builds = Builds(trained, tmp_path_factory.mktemp("byo"))
-    yield builds
-    for kind in builds.reports:
-        remove_build(docker_client, tag(kind))
-
-
 def rows_body(kind: str, rows: Any, names: list[str]) -> bytes:
     if isinstance(rows, np.ndarray):
         return json.dumps([dict(zip(names, map(float, row))) for row in rows]).encode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import joblib
@@ -13,13 +12,12 @@ import pytest
 
 from imagebuild import cli
 
+from ..venvs import venv
 from .conftest import run_container
 from .test_byo import remove_build
 
 pytestmark = pytest.mark.container
-ROOT = Path(__file__).resolve().parents[2]
 OTHER_SKLEARN = "1.8.0"  # publishes wheels for the host's Python and for the image's 3.13
-TRAINING_VENV = ROOT / ".cache" / "test-venvs" / f"scikit-learn-{OTHER_SKLEARN}"
 TRAIN = """
 import json, sys
 import joblib
@@ -42,13 +40,8 @@ json.dump({"rows": frame[400:].to_dict(orient="records"), "predictions": model.p
 
 @pytest.fixture(scope="module")
 def training_python() -> Path:
-    """A virtual environment with the other scikit-learn (kept in .cache between runs)."""
-    python = TRAINING_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(TRAINING_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        f"scikit-learn=={OTHER_SKLEARN}", "pandas"], check=True, capture_output=True)
-    return python
+    """A virtual environment with the other scikit-learn."""
+    return venv(f"scikit-learn-{OTHER_SKLEARN}", [f"scikit-learn=={OTHER_SKLEARN}", "pandas"])
 
 
 def test_a_model_saved_with_another_scikit_learn_gets_it(training_python, tmp_path, docker_client, request):

@@ -1,7 +1,9 @@
 """The built image: the same answers as in process, under production restrictions, and its contract."""
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 
 import pytest
@@ -147,3 +149,90 @@ def test_v2_infer_and_metrics_answer_as_in_process(served, local):
     assert status == 404 and set(missing) == {"error"}
     text = http("GET", served.url + "/metrics")[2].decode()
     assert f'model_info{{name="{card["name"]}"' in text and 'endpoint="/v2/models/<name>/infer"' in text
+
+
+def raw_exchange(port: int, head: bytes, body: bytes = b"", wait: float = 5.0) -> bytes:
+    """Send `head` and `body` on a socket; everything the server answers until it closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as connection:
+        connection.sendall(head)
+        if body:
+            with contextlib.suppress(OSError):
+                connection.sendall(body)
+        received = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := connection.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and body == b"" and b"100 Continue" not in received:
+                    break
+    return received
+
+
+def padded(records: list[dict], size: int) -> bytes:
+    """A valid JSON body of exactly `size` bytes: the records, then whitespace."""
+    text = json.dumps(records).encode()
+    return text + b" " * (size - len(text))
+
+
+def test_bodies_up_to_the_cap_are_answered_on_a_read_only_root(fresh, local):
+    """waitress keeps bodies in memory up to the cap (a temporary file needs a writable root, which there is
+    not); over the cap the JSON 413 comes before the body is read."""
+    features = local.extensions[EXTENSION].bundle.card["features"]
+    records = [{f["name"]: f["min"] for f in features}] * 500
+    cap = 1_048_576
+    for size in (600 * 1024, cap):
+        status, _, answer = fresh.call("POST", "/predict", raw=padded(records, size),
+                                       headers={"Content-Type": "application/json"})
+        assert status == 200 and len(answer["predictions"]) == 500, size
+    for size in (cap + 1, 3 * cap):
+        reply = raw_exchange(fresh.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                         b"Content-Length: %d\r\n\r\n" % size, padded(records, size)[:65536])
+        assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        assert body["error"]["code"] == "body_too_large" and str(cap) in body["error"]["message"]
+
+
+def test_expect_100_continue_over_the_cap_gets_413_at_once(fresh, local):
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n")
+    refused = raw_exchange(fresh.port, head % (2 * 1_048_576))
+    assert refused.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in refused, refused[:200]
+    record = json.dumps({f["name"]: f["min"] for f in local.extensions[EXTENSION].bundle.card["features"]}).encode()
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=5) as connection:
+        connection.sendall(head % len(record))
+        assert connection.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        connection.sendall(record)
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_scanners_can_map_files_to_packages(served):
+    """/var/lib/dpkg/status.d holds each package's control file and, as distroless writes them, the md5sums of
+    the files it ships, which match the files in the image."""
+    probe = ("import glob, hashlib, json, os\n"
+             "found = {}\n"
+             "for path in glob.glob('/var/lib/dpkg/status.d/*.md5sums'):\n"
+             "    lines = open(path).read().splitlines()\n"
+             "    wrong = [l for l in lines if hashlib.md5(open('/' + l.split('  ', 1)[1], 'rb').read()).hexdigest()"
+             " != l.split('  ', 1)[0]]\n"
+             "    found[os.path.basename(path)] = [len(lines), len(wrong)]\n"
+             "print(json.dumps({'md5sums': found, 'control': sorted(os.listdir('/var/lib/dpkg/status.d'))}))")
+    code, output = served.container.exec_run(["/opt/venv/bin/python3", "-c", probe])
+    assert code == 0, output
+    facts = json.loads(output)
+    assert {"libc6.md5sums", "libpython3.13-stdlib.md5sums", "libssl3t64.md5sums"} <= set(facts["md5sums"])
+    assert all(count > 0 and wrong == 0 for count, wrong in facts["md5sums"].values()), facts["md5sums"]
+    packages = {name for name in facts["control"] if not name.endswith(".md5sums")}
+    assert {name.removesuffix(".md5sums") for name in facts["md5sums"]} <= packages
+
+
+def test_a_shuffled_dataframe_gets_its_answers_on_its_own_rows(served, local):
+    """DataFrame.to_json() (columns) and orient="split" of a shuffled frame: answers in the order sent, labelled."""
+    import pandas as pd
+    features = local.extensions[EXTENSION].bundle.card["features"]
+    frame = pd.DataFrame([{f["name"]: f["min"] + i * (f["max"] - f["min"]) / 9 for f in features} for i in range(10)])
+    frame = frame.sample(frac=1, random_state=3)
+    expected = local.extensions[EXTENSION].bundle.model.predict(frame.to_numpy()).tolist()
+    for orient in ("columns", "split"):
+        status, _, answer = served.call("POST", "/predict", raw=frame.to_json(orient=orient).encode(),
+                                        headers={"Content-Type": "application/json"})
+        assert status == 200 and answer["predictions"] == expected, orient
+        assert [int(label) for label in answer["index"]] == frame.index.tolist()
