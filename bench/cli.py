@@ -23,7 +23,7 @@ import numpy as np
 from imagebuild import ROOT, BuildError
 from imagebuild import cli as build_cli
 from imagebuild.progress import say
-from imagebuild.publish import free_port
+from imagebuild.http_calls import free_port
 from imagebuild.requirements import pinned
 
 from . import load, mlserver_env, report
@@ -193,8 +193,8 @@ def goals(runs: list[dict[str, Any]], tried: list[dict[str, Any]]) -> list[dict[
     ]
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if 32 not in args.concurrency:
         print("error: --concurrency must include 32 (the goals are measured there)", file=sys.stderr)
         return 2

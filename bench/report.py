@@ -32,7 +32,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Requests/s by concurrency ({results['seconds']:.0f} s each, wrk, loopback, {results['cpus']} CPUs), "
              f"latency at concurrency {focus}:", "",
              "| server | route | " + " | ".join(f"c={c}" for c in levels)
-             + f" | p50 ms | p99 ms | errors | memory MB (PSS) | cold start s | image |",
+             + " | p50 ms | p99 ms | errors | memory MB (PSS) | cold start s | image |",
              "|---|---|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|---|"]
     for run in results["runs"]:
         rates = [f"{load['requests_per_second']:,.0f}" if (load := _at(run, c)) else "-" for c in levels]

@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from imagebuild.publish import free_port
+from imagebuild.http_calls import call, free_port, wait_until
 
 READY_TIMEOUT = 120.0
 
@@ -50,29 +48,19 @@ class Server:
 
 
 def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, None
+    """POST a JSON body; the status and the JSON answer."""
+    status, _, data = call("POST", url, body, {"Content-Type": "application/json"}, timeout)
+    return status, json.loads(data) if status == 200 else None
 
 
 def wait_for_prediction(server: Server, started: float, alive: Callable[[], bool]) -> float:
     """Seconds from `started` to the first successful prediction (the cold start)."""
     route = server.routes[0]
-    deadline = started + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive():
-            break
-        try:
-            status, _ = post(server.url + route.path, route.body, timeout=2)
-            if status == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise TargetError(f"{server.name} gave no prediction within {READY_TIMEOUT:.0f} s (or stopped)")
+    waited = wait_until(lambda: post(server.url + route.path, route.body, timeout=2)[0] == 200,
+                        READY_TIMEOUT - (time.monotonic() - started), alive, interval=0.02)
+    if waited is None:
+        raise TargetError(f"{server.name} gave no prediction within {READY_TIMEOUT:.0f} s (or stopped)")
+    return time.monotonic() - started
 
 
 def start_process(name: str, command: list[str], env: dict[str, str], port: int, routes: list[Route],

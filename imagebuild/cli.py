@@ -9,7 +9,6 @@ on success, 1 on a build error (one line per problem, with a hint), 2 on bad arg
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import traceback
@@ -75,36 +74,45 @@ def docker_client() -> Any:
     return client
 
 
-def runtime_base(client: Any, offline: bool, update_lock: bool, lock: dict[str, Any]) -> str:
-    """The official distroless base when it can be pulled, else the equivalent from Debian packages."""
-    from . import debian
+def choose_runtime_base(client: Any, offline: bool, update_lock: bool,
+                        locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The official distroless base when it can be pulled (the lock's runtime section kept as it is), else the
+    equivalent from Debian packages, and its lock section."""
+    from . import bases
     import docker.errors
     if not offline:
         repository, tag = OFFICIAL_RUNTIME
         try:
             client.images.pull(repository, tag=tag)
-            return f"{repository}:{tag}"
+            return f"{repository}:{tag}", locked
         except docker.errors.APIError as exc:
             say(f"cannot pull {repository}:{tag} ({str(exc.explanation or exc)[:80]}); using Debian packages")
-    return debian.runtime_base(client, update_lock, lock)
+    return bases.runtime_base(client, update_lock, locked)
+
+
+def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
+    """The builder and runtime bases; the lock file is rewritten only when its content changes."""
+    from . import bases, debian_lock
+    lock = debian_lock.read_lock()
+    builder, builder_section = bases.builder_base(client, args.update_lock, lock.get("builder", {}))
+    runtime, runtime_section = choose_runtime_base(client, args.offline, args.update_lock, lock.get("runtime", {}))
+    updated = {**lock, "builder": builder_section, "runtime": runtime_section}
+    if updated != lock:
+        debian_lock.write_lock(updated)
+        say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
+    bases.remove_superseded(client, {builder, runtime})
+    return builder, runtime
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
-    from . import bundle_requirements, debian, docker_build, gate, model_input, report, served, wheels
+    from . import bundle_requirements, docker_build, gate, model_input, report, served, wheels
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
     requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
                                                       update=args.update_requirements)
     wheelhouse = wheels.wheelhouse(requirements_path)
     client = docker_client()
-    lock = debian.read_lock()
-    before = json.dumps(lock, sort_keys=True)
-    builder_base = debian.builder_base(client, args.update_lock, lock)
-    runtime = runtime_base(client, args.offline, args.update_lock, lock)
-    if json.dumps(lock, sort_keys=True) != before:  # the content, not the key order, decides
-        debian.write_lock(lock)
-        say(f"wrote {debian.LOCK.relative_to(ROOT)}")
-    debian.remove_superseded(client, {builder_base, runtime})
+    builder_base, runtime = base_images(client, args)
 
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}"

@@ -15,7 +15,7 @@ from .model_input import ModelSource, code_files, head_of_sample
 from .progress import say
 
 CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py")
-CONTEXT_TREES = ("service",)
+CONTEXT_TREES = ("service", "modelcard")
 # The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
 # with the image reference as its value: pruning keys on it, so it never touches another build's images.
 BUILD_LABEL = "sklearn-model-service.build"

@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.bundle import CARD_FILE, BundleError, read_card
-from service.card import FORMATS
+from modelcard.card import CARD_FILE, FORMATS, CardError, read_card
 
 from . import ROOT, BuildError
 
@@ -44,7 +43,7 @@ def _hand_card(folder: Path) -> tuple[Path, Path]:
     """The bundle folder's card, checked, and the model file it names."""
     try:
         card = read_card(folder)
-    except BundleError as exc:
+    except CardError as exc:
         raise BuildError(str(exc)) from None
     artifact = folder / card["artifact"]["file"]
     if not artifact.is_file():

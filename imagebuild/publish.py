@@ -6,16 +6,12 @@ the Docker config file holds for the registry. The secret is never printed: ever
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from . import BuildError
+from .http_calls import call_json, free_port, ready, wait_until
 from .progress import say
 
 READY_TIMEOUT = 60.0
@@ -92,23 +88,6 @@ def _push(client: Any, repository: str, tag: str, auth: dict[str, str] | None) -
     return digest
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get(url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, None
-
-
 def verify(client: Any, pinned: str) -> None:
     """Run the pulled image as production would and check that an example predicts as the image says."""
     port = free_port()
@@ -116,21 +95,17 @@ def verify(client: Any, pinned: str) -> None:
         pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"],
         security_opt=["no-new-privileges"], environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
+
+    def running() -> bool:
+        container.reload()
+        return container.status != "exited"
+
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            container.reload()
-            if container.status == "exited" or time.monotonic() > deadline:
-                logs = container.logs().decode(errors="replace").strip().splitlines()
-                raise BuildError(f"{pinned} did not become ready: {(logs or ['no logs'])[-1]}")
-            try:
-                if _get(base + "/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        example = _get(base + "/example")[1]["examples"][0]
-        status, answer = _get(base + "/predict", example["request"])
+        if wait_until(lambda: ready(base), READY_TIMEOUT, running) is None:
+            logs = container.logs().decode(errors="replace").strip().splitlines()
+            raise BuildError(f"{pinned} did not become ready: {(logs or ['no logs'])[-1]}")
+        example = call_json("GET", base + "/example")[1]["examples"][0]
+        status, answer = call_json("POST", base + "/predict", example["request"])
         if status != 200 or answer != example["response"]:
             raise BuildError(f"{pinned} answered {status} {answer} to its own example")
     finally:

@@ -23,10 +23,16 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def scanned_packages(source: Path) -> list[str]:
-    """Distribution names for the third-party imports under `source`."""
+IMAGE_PACKAGES = ("service", "modelcard")  # the repository's packages that go into the image
+
+
+def scanned_packages(root: Path) -> list[str]:
+    """Distribution names for the third-party imports of the packages that go into the image (the repository's
+    own packages are not third-party)."""
     from pipreqs import pipreqs
-    imports = pipreqs.get_all_imports(str(source), encoding="utf-8")
+    local = {path.parent.name for path in root.glob("*/__init__.py")}
+    imports = sorted({name for package in IMAGE_PACKAGES if (root / package).is_dir()
+                      for name in pipreqs.get_all_imports(str(root / package), encoding="utf-8") if name not in local})
     overridden = [IMPORT_OVERRIDES[name] for name in imports if name in IMPORT_OVERRIDES]
     mapped = pipreqs.get_pkg_names([name for name in imports if name not in IMPORT_OVERRIDES])
     return sorted({normalize(name) for name in [*mapped, *overridden]})
@@ -56,7 +62,7 @@ def check(root: Path = ROOT, also: list[str] | None = None) -> dict[str, str]:
     """Fail when requirements.in disagrees with service/'s imports (plus `also`, the default bundle's packages)
     or requirements.txt was not compiled from it."""
     requirements_in, requirements_txt = root / "requirements.in", root / "requirements.txt"
-    scanned, listed = scanned_packages(root / "service"), listed_packages(requirements_in)
+    scanned, listed = scanned_packages(root), listed_packages(requirements_in)
     allowed = set(scanned) | {normalize(name) for name in also or []}
     missing, extra = sorted(set(scanned) - set(listed)), sorted(set(listed) - allowed)
     if missing or extra:
@@ -97,7 +103,7 @@ def update(root: Path = ROOT, also: list[str] | None = None) -> None:
     """Rewrite requirements.in from the scan of service/ (plus `also`, the default bundle's packages), then
     requirements.txt with pip-compile --generate-hashes."""
     requirements_in, requirements_txt = root / "requirements.in", root / "requirements.txt"
-    names = sorted(set(scanned_packages(root / "service")) | {normalize(name) for name in also or []})
+    names = sorted(set(scanned_packages(root)) | {normalize(name) for name in also or []})
     requirements_in.write_text(IN_HEADER + "".join(f"{name}\n" for name in names), encoding="utf-8")
     compile_requirements(requirements_in, requirements_txt)
     body = requirements_txt.read_text(encoding="utf-8")

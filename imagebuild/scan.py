@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from service.card import FORMATS
+from modelcard.card import FORMATS
 
 from . import BuildError
 from .pickle_walk import walk

@@ -32,7 +32,7 @@ if ! docker version >/dev/null 2>&1; then
     docker version >/dev/null 2>&1 || { log "dockerd did not come up in 60 s; see .cache/dockerd.log"; exit 1; }
 fi
 
-stamp=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+stamp=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
     log "creating .venv"
     python3 -m venv .venv
@@ -41,6 +41,9 @@ if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
         || { log "pip install failed; see .cache/pip.log"; exit 1; }
     .venv/bin/python -m pip install -q -r requirements-dev.txt >>.cache/pip.log 2>&1 \
         || { log "pip install failed; see .cache/pip.log"; exit 1; }
+    # this checkout's packages, editable, with their console commands (sms-build, sms-serve, ...)
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >>.cache/pip.log 2>&1 \
+        || { log "pip install -e . failed; see .cache/pip.log"; exit 1; }
     echo "$stamp" >.venv/.stamp
 fi
 log "ready"

@@ -1,12 +1,9 @@
-"""Build the model-serving image, print its size report and apply the size gate. `--help` for options."""
-from __future__ import annotations
-
+"""Build the model-serving image, print its size report and apply the size gate.
+`--help` for options; the same as `sms-build` (pyproject.toml).
+"""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from imagebuild.cli import main  # noqa: E402  (the repository root goes on sys.path first)
+from imagebuild.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .card import artifact_format, card_problems
-from .features import Feature
+from modelcard.card import CARD_FILE, CardError, artifact_format
+from modelcard.card import read_card as read_checked_card
+from modelcard.features import Feature
+
 from .frames import input_builder
 
-CARD_FILE = "card.json"
 BUILD_HINT = "build an image for this model with `python scripts/build.py --model MODEL_FILE`"
 
 
@@ -67,18 +67,10 @@ class ModelBundle:
 
 def read_card(directory: Path) -> dict[str, Any]:
     """The bundle's card, checked against the schema; BundleError lists every problem."""
-    card_path = directory / CARD_FILE
-    if not card_path.is_file():
-        raise BundleError(f"model card not found: {card_path} (a bundle is a folder holding {CARD_FILE} and the "
-                          f"model file it names; {BUILD_HINT} derives one)")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"model card {card_path} is not readable JSON: {exc}") from None
-    problems = card_problems(card)
-    if problems:
-        raise BundleError("\n".join(f"{card_path}: {problem}" for problem in problems))
-    return card
+        return read_checked_card(directory)
+    except CardError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def load_model(path: Path, card: dict[str, Any]) -> Any:

@@ -62,12 +62,22 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
     return settings
 
 
+def rows() -> list[tuple[str, str, str]]:
+    """(variable, default as text, meaning) for each setting, as `--help` and the README's table show them."""
+    def text(default: Any) -> str:
+        if isinstance(default, float) and default.is_integer():
+            return str(int(default))
+        if default == str(DEFAULT_MODEL_DIR):
+            return "models/diabetes"
+        return str(default)
+    return [(variable, text(default), meaning) for variable, default, _, meaning in SETTINGS.values()]
+
+
 def describe() -> str:
-    """The settings as a table: variable, default, meaning."""
-    width = max(len(variable) for variable, *_ in SETTINGS.values())
-    lines = [f"  {variable:<{width}}  {meaning} (default: {default})"
-             for variable, default, _, meaning in SETTINGS.values()]
-    return "\n".join(lines)
+    """The settings as a table: variable, meaning, default."""
+    table = rows()
+    width = max(len(variable) for variable, _, _ in table)
+    return "\n".join(f"  {variable:<{width}}  {meaning} (default: {default})" for variable, default, meaning in table)
 
 
 def usable_cpus() -> list[int]:

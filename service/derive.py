@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from modelcard.card import FORMATS, card_problems
+from modelcard.features import Feature, values_type
+
 from . import __version__
 from .bundle import CARD_FILE, BundleError, check_model, load_model, read_card, sha256_file
-from .card import FORMATS, card_problems
-from .features import Feature, values_type
 from .frames import column_dtype
 from .probes import ModelRefusal, settled
 from .introspect import Known, known_columns

@@ -10,6 +10,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from modelcard.features import ValueProblem
+
 log = logging.getLogger(__name__)
 
 # Stable codes for the statuses Flask/werkzeug raise on their own.
@@ -68,6 +70,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(ValueProblem)
+    def value_problem(exc: ValueProblem) -> Response:
+        return error_response(422, exc.code, exc.message, exc.field)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelcard.features import ValueProblem
+
 from .bundle import BundleError, ModelBundle
 from .errors import ApiError
 from .inputs import parse_rows
@@ -34,7 +36,7 @@ def build_examples(bundle: ModelBundle, predictor: Predictor) -> list[dict[str, 
         try:
             rows = parse_rows(body, bundle.features, max_rows=2)
             response = predictor.predict(rows.values, rows.index)
-        except ApiError as exc:
+        except (ApiError, ValueProblem) as exc:
             raise BundleError(f"{bundle.path}: the model cannot answer its example ({name}): {exc.message}") from None
         except Exception as exc:  # the estimator's own failure, whatever its type
             message = " ".join(str(exc).split())

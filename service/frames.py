@@ -1,4 +1,4 @@
-"""Rows of typed values (service/features.py) turned into what predict() was fitted on: a float64 NumPy array
+"""Rows of typed values (modelcard/features.py) turned into what predict() was fitted on: a float64 NumPy array
 when every feature is numeric, an object array otherwise, or, for a model fitted on a DataFrame, a DataFrame
 with the fitted column names and dtypes (category columns with the known categories).
 """
@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .features import Feature
+from modelcard.features import Feature
 
 NUMPY_DTYPES = ("float64", "float32", "int64", "int32", "bool")
 DEFAULT_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "category": "category"}

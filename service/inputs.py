@@ -18,8 +18,9 @@ from typing import Any, NamedTuple, Sequence
 
 from flask import current_app, request
 
+from modelcard.features import Feature
+
 from .errors import ApiError
-from .features import Feature
 
 SPLIT_KEYS = {"columns", "data", "index"}
 ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib window bits: gzip framing, zlib framing
@@ -146,7 +147,7 @@ def _split_records(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], list[
 
 
 def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> Rows:
-    """Typed rows (see service/features.py), in the order sent, for a payload of any accepted shape."""
+    """Typed rows (see modelcard/features.py), in the order sent, for a payload of any accepted shape."""
     index: list[Any] | None = None
     if _is_split(payload, features):
         (records, index), label = _split_records(payload), "row"

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelcard.features import values_type
+
 from . import __version__
-from .features import values_type
 from .state import ServiceState
 
 JSON = "application/json"

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from modelcard.features import Feature
+
 from .batching import MicroBatcher
 from .bundle import ModelBundle
 from .errors import ApiError
-from .features import Feature
 
 log = logging.getLogger(__name__)
 Outcome = tuple[np.ndarray, np.ndarray | None]  # predictions, probabilities

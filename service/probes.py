@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import Feature, values_type
+from modelcard.features import Feature, values_type
+
 from .frames import input_builder
 
 UNSEEN = "__a value never seen in training__"

@@ -13,10 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
+from modelcard.features import Feature, values_type
+
 from . import __version__, tensors
 from .bundle import ModelBundle
 from .errors import ApiError
-from .features import Feature, values_type
 from .inputs import parse_rows
 from .state import state
 

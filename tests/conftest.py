@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = {"diabetes": ROOT / "models" / "diabetes", "iris": ROOT / "models" / "iris"}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "container: builds and runs the Docker image (needs a Docker engine)")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow container tests run last (the sort is stable: each group keeps its order)."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
 
 
 @pytest.fixture(scope="session", params=sorted(BUNDLES))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild import BuildError, debian, gate, requirements, wheels
+from imagebuild import BuildError, debian_lock, gate, requirements, rootfs, wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def test_requirements_are_current():
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    for name in ("service", "requirements.in", "requirements.txt"):
+    for name in ("service", "modelcard", "requirements.in", "requirements.txt"):
         source = ROOT / name
         shutil.copytree(source, tmp_path / name) if source.is_dir() else shutil.copy(source, tmp_path / name)
     return tmp_path
@@ -83,7 +83,7 @@ def test_budget_file_is_a_deliberate_number():
     ("usr/share/zoneinfo/Europe/Paris", True),
 ])
 def test_runtime_root_keeps_licences_and_drops_docs(name, kept):
-    assert debian._keep(name) is kept
+    assert rootfs._keep(name) is kept
 
 
 @pytest.mark.parametrize("member,canonical", [
@@ -91,15 +91,15 @@ def test_runtime_root_keeps_licences_and_drops_docs(name, kept):
     ("./usr/lib/x", "usr/lib/x"), ("./etc/passwd", "etc/passwd"), ("./library/x", "library/x"),
 ])
 def test_runtime_root_is_merged_usr(member, canonical):
-    assert debian._canonical(member) == canonical
+    assert rootfs._canonical(member) == canonical
 
 
 def test_runtime_package_list_has_layers_and_no_shell():
-    groups = debian.read_groups(debian.RUNTIME_LIST)
+    groups = debian_lock.read_groups(debian_lock.RUNTIME_LIST)
     assert list(groups) == ["static", "base", "cc", "python"]
     names = {name for group in groups.values() for name in group}
     assert not names & {"dash", "bash", "busybox", "apt", "dpkg", "coreutils"}
-    lock = debian.read_lock()
+    lock = debian_lock.read_lock()
     assert set(lock["runtime"]["packages"]) == names
     assert all(len(entry["sha256"]) == 64 for entry in lock["runtime"]["packages"].values())
 
@@ -163,8 +163,8 @@ def test_unpushable_name_fails_before_building():
 
 
 def test_swagger_ui_import_maps_to_the_package_that_renders_openapi_31(project):
-    assert "swagger-ui-bundle-v2" in requirements.scanned_packages(project / "service")
-    assert "swagger-ui-bundle" not in requirements.scanned_packages(project / "service")
+    assert "swagger-ui-bundle-v2" in requirements.scanned_packages(project)
+    assert "swagger-ui-bundle" not in requirements.scanned_packages(project)
 
 
 def _trim_module():
@@ -259,3 +259,21 @@ def test_a_hand_written_card_is_checked_before_building(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {tmp_path / 'iris' / 'card.json'}: card.features[0].type: must be one of \"number\", "
                      f"\"integer\", \"boolean\", \"string\", \"category\", not \"decimal\""]
+
+
+def test_imagebuild_never_imports_the_service():
+    """The build runs on the host with its own dependencies; what it shares with the service is the card
+    contract, modelcard/ (standard library only)."""
+    import ast
+    for path in sorted((ROOT / "imagebuild").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            assert not [n for n in names if n == "service" or n.startswith("service.")], path.name
+    for path in sorted((ROOT / "modelcard").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, imported)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebuild.http_calls import free_port
 from service.bundle import BundleError, load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ def test_examples_fall_back_to_the_feature_ranges(bundle_copy):
 def test_start_up_fails_with_one_line_and_exit_2(bundle_copy, workers):
     (bundle_copy / "model.joblib").write_bytes(b"not a pickle")
     result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_WORKERS": workers})
+                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_PORT": str(free_port()), "SERVICE_WORKERS": workers})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: artifact ") and "sha256" in lines[0]
@@ -139,7 +140,7 @@ def test_a_model_that_fails_its_warm_up_is_one_line_and_exit_2(bundle_copy):
     """The card's own example is refused by the model (1e300 overflows gradient boosting's float32)."""
     edit_card(bundle_copy, lambda c: c["examples"][0].update(age=1e300))
     result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_WORKERS": "1"})
+                            env={"MODEL_DIR": str(bundle_copy), "PATH": "/usr/bin:/bin", "SERVICE_PORT": str(free_port()), "SERVICE_WORKERS": "1"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert [line for line in lines if not line.startswith("{")] == [

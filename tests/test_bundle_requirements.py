@@ -118,6 +118,7 @@ def test_other_needs_get_a_requirements_file_of_their_own(tmp_path, monkeypatch)
 
 def test_update_keeps_what_the_default_bundle_needs(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "service", tmp_path / "service")
+    shutil.copytree(ROOT / "modelcard", tmp_path / "modelcard")
     for name in ("requirements.in", "requirements.txt"):
         shutil.copyfile(ROOT / name, tmp_path / name)
     monkeypatch.setattr(requirements, "compile_requirements", lambda i, o: o.write_text("x==1\n"))

@@ -1,4 +1,4 @@
-"""The card format: service/card.schema.json is real JSON Schema (the jsonschema package agrees with the built-in
+"""The card format: modelcard/card.schema.json is real JSON Schema (the jsonschema package agrees with the built-in
 validator on every card here), and a card's problems are all reported at once, one line each."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from service.card import ANNOTATIONS, KEYWORDS, SCHEMA, card_problems, schema_problems
+from imagebuild.http_calls import free_port
+
+from modelcard.card import ANNOTATIONS, KEYWORDS, SCHEMA, card_problems, schema_problems
 
 from .conftest import BUNDLES, ROOT
 
@@ -122,7 +124,7 @@ def test_a_broken_card_stops_the_server_with_one_line_per_problem(tmp_path):
     (bundle / "model.joblib").write_bytes((BUNDLES["diabetes"] / "model.joblib").read_bytes())
     (bundle / "card.json").write_text(json.dumps(broken_card()))
     result = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
-                            env={"MODEL_DIR": str(bundle), "PATH": "/usr/bin:/bin", "SERVICE_WORKERS": "1"},
+                            env={"MODEL_DIR": str(bundle), "PATH": "/usr/bin:/bin", "SERVICE_PORT": str(free_port()), "SERVICE_WORKERS": "1"},
                             timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2
@@ -135,4 +137,4 @@ def test_the_schema_documents_every_field():
     undocumented = [key for key, value in SCHEMA["$defs"]["feature"]["properties"].items()
                     if "description" not in value and key not in ("name", "description", "unit")]
     assert undocumented == []
-    assert Path(ROOT / "service" / "card.schema.json").is_file()
+    assert Path(ROOT / "modelcard" / "card.schema.json").is_file()

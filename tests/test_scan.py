@@ -12,13 +12,12 @@ import pytest
 from imagebuild import BuildError
 from imagebuild.scan import scan_model
 
-from . import byo_models
 from .conftest import BUNDLES
 
 
 @pytest.fixture(scope="module")
-def forest():
-    return byo_models.forest_on_strings().model
+def forest(trained):
+    return trained["forest"].model
 
 
 @pytest.mark.parametrize("suffix,save", [
@@ -71,17 +70,17 @@ def test_nothing_is_loaded_or_run(tmp_path):
     assert not marker.exists() and "nosuchmod" not in sys.modules
 
 
-def test_lightgbm_fitted_on_a_dataframe_is_recognised(tmp_path):
+def test_lightgbm_fitted_on_a_dataframe_is_recognised(tmp_path, trained):
     path = tmp_path / "lgbm.joblib"
-    joblib.dump(byo_models.lightgbm_classifier().model, path)
+    joblib.dump(trained["lightgbm"].model, path)
     scan = scan_model(path)
     assert ("lightgbm.sklearn", "LGBMClassifier") in scan.globals and scan.dataframe
 
 
-def test_skops_files_name_their_types(tmp_path):
+def test_skops_files_name_their_types(tmp_path, trained):
     import skops.io
     path = tmp_path / "model.skops"
-    skops.io.dump(byo_models.linear_on_array().model, path)
+    skops.io.dump(trained["linear"].model, path)
     scan = scan_model(path)
     assert scan.format == "skops" and ("sklearn.linear_model._base", "LinearRegression") in scan.globals
     assert scan.sklearn_version == __import__("sklearn").__version__ and not scan.dataframe

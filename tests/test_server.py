@@ -2,6 +2,7 @@
 loses no request in flight, workers bound to CPUs, metrics summed over workers, a dead worker replaced."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,10 +12,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from imagebuild.publish import free_port
+from imagebuild.http_calls import call, free_port, ready, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps([{"age": 50 + i % 20, "sex": 1, "bmi": 25.0, "bp": 90, "s1": 180, "s2": 100, "s3": 50,
@@ -26,30 +28,22 @@ def log_entries(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
-def server(request, tmp_path):
+@contextlib.contextmanager
+def running_server(workers: int, folder: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     """The server process; its log goes to a file (a pipe read only at the end fills up and blocks it)."""
     port = free_port()
     env = {**os.environ, "SERVICE_PORT": str(port), "SERVICE_THREADS": "4", "SERVICE_DRAIN_SECONDS": "5",
-           "SERVICE_WORKERS": str(request.param)}
-    log_path = tmp_path / "server.log"
+           "SERVICE_WORKERS": str(workers)}
+    log_path = folder / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=log, text=True)
     process.log_path = log_path
-    process.workers = request.param
+    process.workers = workers
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/health/ready")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    if wait_until(lambda: ready(f"http://127.0.0.1:{port}"), 30, lambda: process.poll() is None) is None:
         process.kill()
         pytest.fail(f"server not ready: {log_path.read_text()}")
-    while time.monotonic() < deadline and log_path.read_text().count('"message": "model ') < request.param:
+    while time.monotonic() < deadline and log_path.read_text().count('"message": "model ') < workers:
         time.sleep(0.1)  # the first worker serves while the others load
     try:
         yield process, port
@@ -60,10 +54,22 @@ def server(request, tmp_path):
         log.close()
 
 
-def test_start_up_is_logged_as_json_with_the_model(server):
-    process, _ = server
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
+@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+def server(request, tmp_path):
+    """A server of one's own, for tests that stop or kill it."""
+    with running_server(request.param, tmp_path) as started:
+        yield started
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
+def shared_server(request, tmp_path_factory):
+    """One server per worker count for the tests that only look (the only ones to send it /predict)."""
+    with running_server(request.param, tmp_path_factory.mktemp("server")) as started:
+        yield started
+
+
+def test_start_up_is_logged_as_json_with_the_model(shared_server):
+    process, _ = shared_server
     starts = [entry for entry in log_entries(process.log_path) if entry["message"].startswith("model ")]
     assert len(starts) == process.workers
     for start in starts:
@@ -135,24 +141,12 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    status, _, body = call("GET", f"http://127.0.0.1:{port}{path}")
+    return status, body
 
 
 def predict(port: int) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    return call("POST", f"http://127.0.0.1:{port}/predict", BODY.encode(), {"Content-Type": "application/json"})[0]
 
 
 def worker_starts(process) -> dict[int, dict]:
@@ -160,9 +154,9 @@ def worker_starts(process) -> dict[int, dict]:
     return {entry["pid"]: entry for entry in log_entries(process.log_path) if entry["message"].startswith("model ")}
 
 
-def test_workers_are_bound_to_cpus_and_metrics_sum_over_them(server):
+def test_workers_are_bound_to_cpus_and_metrics_sum_over_them(shared_server):
     from service.config import usable_cpus
-    process, port = server
+    process, port = shared_server
     cpus = usable_cpus()
     starts = worker_starts(process)
     assert sorted(entry["worker"] for entry in starts.values()) == list(range(process.workers))

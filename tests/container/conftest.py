@@ -5,8 +5,6 @@ import contextlib
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,20 +13,9 @@ import joblib
 import pytest
 
 from imagebuild import cli, docker_build
-from imagebuild.publish import free_port
+from imagebuild.http_calls import call, free_port, ready, wait_until
 
 READY_TIMEOUT = 30.0
-
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 @pytest.fixture(scope="session")
@@ -56,21 +43,19 @@ class Running:
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         headers = headers if headers is not None else ({"Content-Type": "application/json"} if data else {})
-        status, response_headers, payload = http(method, self.url + path, data, headers)
+        status, response_headers, payload = call(method, self.url + path, data, headers)
         return status, response_headers, json.loads(payload) if payload else None
 
 
 def wait_ready(running: Running, timeout: float = READY_TIMEOUT) -> float:
     """Seconds until /health/ready answers 200; fails with the container's logs after `timeout`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    def alive() -> bool:
         running.container.reload()
-        if running.container.status == "exited":
-            break
-        with contextlib.suppress(OSError):
-            if http("GET", running.url + "/health/ready", timeout=1)[0] == 200:
-                return time.monotonic() - start
-        time.sleep(0.1)
+        return running.container.status != "exited"
+
+    waited = wait_until(lambda: ready(running.url), timeout, alive)
+    if waited is not None:
+        return waited
     logs = running.container.logs().decode(errors="replace")
     pytest.fail(f"container not ready within {timeout} s (status {running.container.status}); logs:\n{logs}")
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagebuild.publish import free_port
+from imagebuild.http_calls import call, free_port
 from service.app import create_app
 from service.state import EXTENSION
 
 from ..conftest import BUNDLES
 from ..venvs import run, venv
-from .conftest import http, run_container
+
+from .conftest import run_container
 
 pytestmark = pytest.mark.container
 CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1"]
@@ -109,7 +110,7 @@ def test_kserve_sdk_infers_with_its_defaults(clients, served, local):
 
 
 def test_openapi_python_client_generates_every_operation(clients, served, local, tmp_path):
-    (tmp_path / "openapi.json").write_bytes(http("GET", served.url + "/openapi.json")[2])
+    (tmp_path / "openapi.json").write_bytes(call("GET", served.url + "/openapi.json")[2])
     result = subprocess.run([str(clients.parent / "openapi-python-client"), "generate", "--path", "openapi.json",
                              "--meta", "none", "--output-path", "client"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
@@ -124,8 +125,8 @@ def test_openapi_python_client_generates_every_operation(clients, served, local,
 
 def test_prometheus_scrapes_the_metrics(served):
     """promtool checks the text; a real Prometheus scrapes it and reports no error."""
-    http("GET", served.url + "/")  # something to count
-    _, headers, body = http("GET", served.url + "/metrics")
+    call("GET", served.url + "/")  # something to count
+    _, headers, body = call("GET", served.url + "/metrics")
     parameters = [part.split("=")[0].strip() for part in headers["Content-Type"].split(";")[1:]]
     assert len(parameters) == len(set(parameters)), headers["Content-Type"]  # Go's mime parser refuses repeats
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import http
+from imagebuild.http_calls import call
 
 pytestmark = pytest.mark.container
 
@@ -31,7 +31,7 @@ def render(url: str, profile: Path) -> tuple[str, str]:
 
 
 def test_docs_page_renders_every_operation(served, tmp_path):
-    _, _, spec = http("GET", served.url + "/openapi.json")
+    _, _, spec = call("GET", served.url + "/openapi.json")
     document = json.loads(spec)
     dom, log = render(served.url + "/docs", tmp_path / "profile")
 
@@ -46,11 +46,11 @@ def test_docs_page_renders_every_operation(served, tmp_path):
 
 
 def test_docs_assets_come_from_the_image(served):
-    status, headers, page = http("GET", served.url + "/docs")
+    status, headers, page = call("GET", served.url + "/docs")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     sources = re.findall(r'(?:src|href)="([^"]+)"', page.decode())
     assert sources and all(not source.startswith(("http:", "https:", "//")) for source in sources)
     for source in sources:
-        status, headers, body = http("GET", f"{served.url}/{source}")
+        status, headers, body = call("GET", f"{served.url}/{source}")
         assert status == 200 and body, source

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
+from imagebuild.http_calls import call
 from service import __version__
 from service.app import create_app
 from service.state import EXTENSION
 
 from ..conftest import BUNDLES
 from ..test_errors import BAD_BODIES
-from .conftest import http
 
 pytestmark = pytest.mark.container
 
@@ -147,7 +147,7 @@ def test_v2_infer_and_metrics_answer_as_in_process(served, local):
     assert status == 200 and answer == local.test_client().post(path, json=body).get_json()
     status, _, missing = served.call("GET", "/v2/models/nope")
     assert status == 404 and set(missing) == {"error"}
-    text = http("GET", served.url + "/metrics")[2].decode()
+    text = call("GET", served.url + "/metrics")[2].decode()
     assert f'model_info{{name="{card["name"]}"' in text and 'endpoint="/v2/models/<name>/infer"' in text
 
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from .conftest import http, run_container
+from imagebuild.http_calls import call
+
+from .conftest import run_container
 
 pytestmark = pytest.mark.container
 SLOW = 200
@@ -60,7 +62,7 @@ def test_trickling_clients_are_cut_off_and_others_are_served(docker_client, imag
         deadline = time.monotonic() + DURATION
         while time.monotonic() < deadline:
             sent = time.monotonic()
-            status, _, _ = http("GET", running.url + "/health/ready", timeout=30)
+            status, _, _ = call("GET", running.url + "/health/ready", timeout=30)
             latencies.append(time.monotonic() - sent)
             statuses.append(status)
             time.sleep(0.5)

@@ -1,4 +1,4 @@
-"""The model card: checked against service/card.schema.json, then for what a schema cannot say (unique names,
+"""The model card: checked against modelcard/card.schema.json, then for what a schema cannot say (unique names,
 values that fit their feature, a classifier's labels). Every problem is reported at once, one line each.
 
 The schema uses a small subset of JSON Schema (type, enum, required, properties, additionalProperties,
@@ -153,8 +153,7 @@ def card_problems(card: Any) -> list[str]:
 
 def _example_problems(card: dict[str, Any]) -> list[str]:
     """Each example must be a record the service accepts."""
-    from .errors import ApiError
-    from .features import Feature
+    from .features import Feature, ValueProblem
     features = [Feature.from_card(entry) for entry in card["features"]]
     problems = []
     for index, example in enumerate(card.get("examples", [])):
@@ -169,9 +168,32 @@ def _example_problems(card: dict[str, Any]) -> list[str]:
             if feature.name in example:
                 try:
                     feature.parse(example[feature.name], where)
-                except ApiError as exc:
+                except ValueProblem as exc:
                     problems.append(exc.message)
     return problems
+
+
+CARD_FILE = "card.json"
+
+
+class CardError(Exception):
+    """The card cannot be used: each line of the message is one problem."""
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """The card.json of a bundle folder, checked; CardError lists every problem, one line each."""
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise CardError(f"model card not found: {card_path} (a bundle is a folder holding {CARD_FILE} and the "
+                        f"model file it names; `python scripts/build.py --model MODEL_FILE` derives one)")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CardError(f"model card {card_path} is not readable JSON: {exc}") from None
+    problems = card_problems(card)
+    if problems:
+        raise CardError("\n".join(f"{card_path}: {problem}" for problem in problems))
+    return card
 
 
 def artifact_format(card: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Typed features: a JSON value checked against its card entry and turned into what the model saw in training.
 
 Numbers become float, whole numbers int, booleans bool, text str; a null (for a nullable feature) becomes NaN for
-numbers and `null_as` (None or NaN) for text and booleans. service/frames.py then arranges the rows.
+numbers and `null_as` (None or NaN) for text and booleans; a value the feature cannot take is a ValueProblem.
+The service's frames.py then arranges the rows for the model.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import ApiError
 
 NAN = float("nan")
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -17,8 +17,17 @@ LISTED_VALUES = 20  # allowed values named in an error message
 NUMERIC = ("number", "integer", "boolean")
 
 
-def _invalid(code: str, message: str, field: str) -> ApiError:
-    return ApiError(422, code, message, field)
+class ValueProblem(ValueError):
+    """A value the feature cannot take: a stable `code`, a one-line message naming the feature, the `field`.
+    The service answers it as a 422 in its error envelope."""
+
+    def __init__(self, code: str, message: str, field: str):
+        super().__init__(message)
+        self.code, self.message, self.field = code, message, field
+
+
+def _invalid(code: str, message: str, field: str) -> ValueProblem:
+    return ValueProblem(code, message, field)
 
 
 def _family(value: Any) -> str:
@@ -105,7 +114,7 @@ class Feature:
         return shown + (f" and {more} more (GET /metadata lists them)" if more > 0 else "")
 
     def parse(self, value: Any, where: str) -> Any:
-        """The value the model gets for JSON `value`, or a 422 naming the feature."""
+        """The value the model gets for JSON `value`, or a ValueProblem naming the feature."""
         name = self.name
         if value is None:
             if self.nullable:
