@@ -3,7 +3,7 @@
 """
 import sys
 
-from bench.cli import main
+from benchmark.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

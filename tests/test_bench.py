@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bench import load, report
+from benchmark import load, report
 
 WRK = """Running 10s test @ http://127.0.0.1:8080/predict
   2 threads and 32 connections

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from bench.targets import memory_mb, process_tree
+from benchmark.targets import memory_mb, process_tree
 from service.app import create_app
 from service.config import usable_cpus
 from service.state import EXTENSION

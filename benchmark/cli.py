@@ -167,7 +167,7 @@ def mlserver(args: argparse.Namespace, expected: float, features: list[str]) -> 
 def book(args: argparse.Namespace, expected: float) -> list[dict[str, Any]]:
     port = free_port()
     route = Route("POST /predict", "/predict", json.dumps(RECORD).encode(), lambda a: a["prediction"][0])
-    server = start_process("book-style Flask", [sys.executable, str(ROOT / "bench" / "book_app.py"), str(MODEL_DIR),
+    server = start_process("book-style Flask", [sys.executable, str(ROOT / "benchmark" / "book_app.py"), str(MODEL_DIR),
                                                 str(port)], {}, port, [route], CACHE / "logs" / "book.log")
     return finish(server, [measure(server, route, args, expected)], "book: 1.15 GB; student: about 680 MB")
 

@@ -1,7 +1,7 @@
 """The book's serving pattern (Practical MLOps, chapter 3) rebuilt on current libraries, as a baseline:
 Flask's development server, and the model loaded from disk on every request.
 
-    python bench/book_app.py MODEL_DIR PORT
+    python benchmark/book_app.py MODEL_DIR PORT
 
 Left out on purpose: the book fits a StandardScaler on each request's own rows, so every one-row request gets
 the same answer; here the answers are the model's, so they can be checked against the other servers.
