@@ -16,5 +16,6 @@ RUN /usr/bin/python3.13 -m venv /opt/venv \
         --find-links /src/wheelhouse --require-hashes -r /src/requirements.txt \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip
 
-COPY build/trim.py /src/trim.py
-RUN /usr/bin/python3.13 /src/trim.py /opt/venv
+# The venv trimmed to sourceless bytecode; the standard library as sourceless bytecode for the runtime image.
+COPY build/trim.py build/runtime_trim.py build/runtime-trim.txt /src/
+RUN /usr/bin/python3.13 /src/trim.py /opt/venv /staging/stdlib

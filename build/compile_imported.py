@@ -4,16 +4,19 @@
 
 For each module whose source lies under a PREFIX, writes a checked-hash .pyc (Python verifies it against the
 source's hash, so a .pyc can never run stale code) under that prefix's STAGING folder, mirroring its absolute
-path. Separate staging folders let the image keep the dependencies' bytecode apart from the service's.
-Modules a different bundle needs later still import, compiled in memory. Why not everything: see README,
-"Bytecode".
+path: the service's and the user's code keep their sources (tracebacks show them); the installed packages and
+the standard library are sourceless bytecode already (build/trim.py).
+
+A model whose code imports a standard-library module the runtime base leaves out (build/runtime-trim.txt) stops
+here, in one line, exit 2.
 """
 from __future__ import annotations
 
 import importlib.util
-import py_compile
 import sys
 from pathlib import Path
+
+from runtime_trim import patterns, trimmed
 
 
 def main(argv: list[str]) -> int:
@@ -22,6 +25,14 @@ def main(argv: list[str]) -> int:
     create_app()  # imports Flask, waitress-free app code, the estimator's modules; predicts the examples
     import service.server  # noqa: F401  (waitress and the serving loop)
     import service.healthcheck  # noqa: F401
+    globs = patterns()
+    missing = sorted({name for name, module in list(sys.modules.items())
+                      if trimmed((getattr(module, "__file__", None) or "").lstrip("/"), globs)})
+    if missing:
+        print(f"error: the model imports {', '.join(missing)}, which the runtime image leaves out "
+              f"(build/runtime-trim.txt): remove the line(s) that cover it and rebuild", file=sys.stderr)
+        return 2
+    import py_compile  # only now: the runtime image has no py_compile
     count = size = 0
     for module in list(sys.modules.values()):
         source = getattr(module, "__file__", None) or ""

@@ -20,7 +20,7 @@ from . import ROOT, BuildError
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
                           resolve_section, section_key, sha256_file, verify_debs)
 from .progress import say
-from .rootfs import NONROOT, compose_runtime
+from .rootfs import NONROOT, RUNTIME_TRIM, compose_runtime
 
 BASE_REPOSITORY = "sklearn-model-service-base"
 USED_BASES = ROOT / ".cache" / "base-images.json"  # the bases this checkout built with, for remove_superseded
@@ -67,13 +67,17 @@ def _image_exists(client: Any, reference: str) -> bool:
 
 
 # Bumped whenever the runtime root is composed differently from the same packages, so a base built the old way
-# is not reused: 2 added each package's md5sums to /var/lib/dpkg/status.d.
-RUNTIME_COMPOSITION = 2
+# is not reused: 2 added each package's md5sums to /var/lib/dpkg/status.d, 3 left the standard library's sources
+# out (the image brings them as sourceless bytecode). The trim list counts by its content.
+RUNTIME_COMPOSITION = 3
 
 
 def image_key(kind: str, section: dict[str, Any]) -> str:
     """The base image's tag: its lock section's key, and for the runtime the way its root is composed."""
-    return section_key({**section, "composition": RUNTIME_COMPOSITION} if kind == "runtime" else section)
+    if kind != "runtime":
+        return section_key(section)
+    trim = hashlib.sha256(RUNTIME_TRIM.read_bytes()).hexdigest()
+    return section_key({**section, "composition": RUNTIME_COMPOSITION, "trim": trim})
 
 
 def _reference(kind: str, section: dict[str, Any]) -> str:
@@ -84,6 +88,16 @@ def _loaded(client: Any, kind: str, section: dict[str, Any]) -> str | None:
     """The base image built from this lock section, if Docker already has it."""
     reference = _reference(kind, section) if section else None
     return reference if reference and _image_exists(client, reference) else None
+
+
+def check_same_python(builder: dict[str, Any], runtime: dict[str, Any]) -> None:
+    """The runtime runs the standard library's bytecode and the extension modules the builder made: both bases
+    must carry the same Python build."""
+    name = "libpython3.13-stdlib"
+    versions = [section.get("packages", {}).get(name, {}).get("version") for section in (builder, runtime)]
+    if None not in versions and versions[0] != versions[1]:
+        raise BuildError(f"the builder has {name} {versions[0]} and the runtime {versions[1]}: the image would run "
+                         f"one Python's bytecode on the other (rerun with --update-lock to lock both again)")
 
 
 def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) -> None:

@@ -97,6 +97,7 @@ def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
     builder, builder_section = bases.builder_base(client, args.update_lock, lock.get("builder", {}))
     runtime, runtime_section = choose_runtime_base(client, args.offline, args.update_lock, lock.get("runtime", {}))
     updated = {**lock, "builder": builder_section, "runtime": runtime_section}
+    bases.check_same_python(builder_section, runtime_section)
     if updated != lock:
         debian_lock.write_lock(updated)
         say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
@@ -129,7 +130,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     reclaimed = docker_build.prune_superseded(client, reference)
     if reclaimed:
         say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
-    say("measuring layers (docker save, gzip)")
+    say("measuring layers (docker save; a layer measured before comes from .cache/layer-sizes.json)")
     result = report.analyze(client, reference)
     result["model"] = served.summary(served.served_card(client, reference))
     result["bases"] = {"builder": builder_base, "runtime": runtime}

@@ -14,7 +14,8 @@ from . import ROOT, BuildError
 from .model_input import ModelSource, code_files, head_of_sample
 from .progress import say
 
-CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py")
+CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py",
+                 "build/runtime_trim.py", "build/runtime-trim.txt")
 CONTEXT_TREES = ("service", "modelcard")
 # The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
 # with the image reference as its value: pruning keys on it, so it never touches another build's images.

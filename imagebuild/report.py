@@ -1,6 +1,8 @@
-"""What the image weighs: uncompressed and gzip sizes, a layer table, and the largest Python packages."""
+"""What the image weighs: uncompressed, gzip and zstd sizes, a layer table, and the largest Python packages.
+Layer measurements are cached by layer digest in .cache/layer-sizes.json."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -10,7 +12,12 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import ROOT
+
 SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
+CACHE = ROOT / ".cache" / "layer-sizes.json"
+CACHE_VERSION = 1  # bumped whenever a layer is measured differently
+CACHED_IMAGES = 20
 
 
 class _ChunkReader(io.RawIOBase):
@@ -38,8 +45,10 @@ def package_of(entry: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _layer_stats(data: bytes) -> tuple[int, dict[str, int]]:
-    """gzip size (level 6, what docker push uses) and bytes per site-packages package."""
+def _layer_stats(data: bytes) -> dict[str, Any]:
+    """One layer tar: its size, gzip size (level 6, what docker push uses), zstd size (level 3, the default of
+    registries and clients that push zstd) and bytes per site-packages package."""
+    import zstandard
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
     gzipped = 0
     for start in range(0, len(data), 1 << 20):
@@ -52,12 +61,35 @@ def _layer_stats(data: bytes) -> tuple[int, dict[str, int]]:
             if match and member.isfile():
                 name = package_of(match.group(1))
                 packages[name] = packages.get(name, 0) + member.size
-    return gzipped, packages
+    return {"size": len(data), "gzip": gzipped, "zstd": len(zstandard.ZstdCompressor(level=3).compress(data)),
+            "packages": packages}
 
 
-def analyze(client: Any, reference: str) -> dict[str, Any]:
-    image = client.images.get(reference)
-    layers: dict[str, tuple[int, int, dict[str, int]]] = {}
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"version": CACHE_VERSION, "layers": {}, "images": {}}
+    return cache if cache.get("version") == CACHE_VERSION else {"version": CACHE_VERSION, "layers": {}, "images": {}}
+
+
+def _write_cache(path: Path, cache: dict[str, Any], keep: set[str]) -> None:
+    """Only the layers of the images measured last (bounded), written atomically."""
+    images = dict(list(cache["images"].items())[-CACHED_IMAGES:])
+    wanted = keep | {digest for entry in images.values() for digest, _ in entry}
+    trimmed = {"version": CACHE_VERSION, "layers": {d: m for d, m in cache["layers"].items() if d in wanted},
+               "images": images}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(trimmed), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _measure_saved(image: Any, known: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """`docker save` streamed once: each layer tar is hashed (its digest is its diff_id) and measured only if the
+    cache does not know it; returns the new measurements and (diff_id, created_by) per layer, bottom up."""
+    measured: dict[str, Any] = {}
+    by_name: dict[str, str] = {}
     manifest: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
     with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(iter(image.save(named=False)))), mode="r|") as saved:
@@ -66,29 +98,50 @@ def analyze(client: Any, reference: str) -> dict[str, Any]:
                 continue
             data = saved.extractfile(member).read()
             if member.name.endswith("layer.tar"):
-                layers[member.name] = (len(data), *_layer_stats(data))
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                by_name[member.name] = digest
+                if digest not in known and digest not in measured:
+                    measured[digest] = _layer_stats(data)
             elif member.name == "manifest.json":
                 manifest = json.loads(data)
             elif member.name.endswith(".json") and "/" not in member.name:
                 config = json.loads(data)
     ordered = iter(manifest[0]["Layers"])
-    rows, packages = [], {}
+    history = []
     for entry in config.get("history", []):
-        if entry.get("empty_layer"):
-            continue
-        size, gzipped, found = layers[next(ordered)]
-        for name, nbytes in found.items():
+        if not entry.get("empty_layer"):
+            created_by = re.sub(r"^/bin/sh -c (#\(nop\) )?", "", entry.get("created_by", "")).strip()
+            history.append((by_name[next(ordered)], created_by))
+    return measured, history
+
+
+def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, Any]:
+    """The report; layers are measured once per digest (a rebuild re-measures only the layers that changed, and
+    an image measured before is not saved again)."""
+    image = client.images.get(reference)
+    cache = _read_cache(cache_path)
+    history = cache["images"].get(image.id)
+    if history is None or any(digest not in cache["layers"] for digest, _ in history):
+        measured, history = _measure_saved(image, cache["layers"])
+        cache["layers"].update(measured)
+    cache["images"].pop(image.id, None)
+    cache["images"][image.id] = history
+    _write_cache(cache_path, cache, {digest for digest, _ in history})
+    rows, packages = [], {}
+    for digest, created_by in history:
+        layer = cache["layers"][digest]
+        for name, nbytes in layer["packages"].items():
             packages[name] = packages.get(name, 0) + nbytes
-        created_by = re.sub(r"^/bin/sh -c (#\(nop\) )?", "", entry.get("created_by", "")).strip()
-        rows.append({"size": size, "compressed": gzipped, "created_by": created_by})
-    total = image.attrs["Size"]
+        rows.append({"size": layer["size"], "compressed": layer["gzip"], "zstd": layer["zstd"],
+                     "created_by": created_by, "digest": digest})
     for row in rows:
         row["share"] = row["size"] / max(1, sum(r["size"] for r in rows))
     return {
         "image": reference,
         "id": image.id,
-        "size": total,
+        "size": image.attrs["Size"],
         "compressed_size": sum(row["compressed"] for row in rows),
+        "zstd_size": sum(row["zstd"] for row in rows),
         "layers": rows,
         "packages": sorted(({"name": n, "size": s} for n, s in packages.items()), key=lambda p: -p["size"])[:12],
         "labels": image.attrs["Config"].get("Labels") or {},
@@ -104,7 +157,8 @@ def render(report: dict[str, Any]) -> str:
         f"image       {report['image']}",
         f"id          {report['id']}",
         f"size        {mb(report['size'])} uncompressed (as `docker images` shows)",
-        f"compressed  {mb(report['compressed_size'])} (gzip layers, as a registry stores them)",
+        f"compressed  {mb(report['compressed_size'])} gzip, {mb(report['zstd_size'])} zstd (layers as a registry "
+        f"stores them)",
     ]
     if "budget" in report:
         budget = report["budget"]
@@ -121,10 +175,11 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {feature['name']:<24} {feature['type']}{', nullable' if feature['nullable'] else ''}"
                          f"{extra}")
         lines += [f"  note: {note}" for note in model["notes"]]
-    lines += ["", "layers, bottom up:", f"  {'size':>9} {'gzip':>9} {'share':>6}  created by"]
+    lines += ["", "layers, bottom up:", f"  {'size':>9} {'gzip':>9} {'zstd':>9} {'share':>6}  created by"]
     for row in report["layers"]:
-        created_by = row["created_by"] if len(row["created_by"]) <= 90 else row["created_by"][:87] + "..."
-        lines.append(f"  {mb(row['size']):>9} {mb(row['compressed']):>9} {row['share']:>6.1%}  {created_by}")
+        created_by = row["created_by"] if len(row["created_by"]) <= 80 else row["created_by"][:77] + "..."
+        lines.append(f"  {mb(row['size']):>9} {mb(row['compressed']):>9} {mb(row['zstd']):>9} {row['share']:>6.1%}"
+                     f"  {created_by}")
     lines += ["", "largest packages in /opt/venv:"]
     lines += [f"  {mb(p['size']):>9}  {p['name']}" for p in report["packages"]]
     return "\n".join(lines)

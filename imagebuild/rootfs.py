@@ -1,14 +1,19 @@
 """The runtime's root file system, composed from Debian packages as distroless composes python3-debian13:
 packages unpacked without maintainer scripts (merged /usr, documentation but copyright files and glibc's gconv
-left out), passwd/group with nonroot 65532, a CA bundle, /tmp 1777, and /var/lib/dpkg/status.d entries (control
+left out, and the standard-library modules and system libraries build/runtime-trim.txt lists; the standard
+library's sources too, since the image brings them as sourceless bytecode from the builder), passwd/group with nonroot 65532, a CA bundle, /tmp 1777, and /var/lib/dpkg/status.d entries (control
 file and md5sums) for scanners. One tar per package group, each a layer of the base image.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
+import re
 import tarfile
+from functools import lru_cache
 from pathlib import Path
 
+from . import ROOT
 from .debian_lock import Deb
 
 NONROOT = 65532
@@ -16,6 +21,8 @@ MERGED_USR = ("bin/", "sbin/", "lib/", "lib64/")
 # Documentation, and glibc's iconv modules (8 MB): Python's codecs never load them.
 DROPPED_PREFIXES = ("usr/lib/x86_64-linux-gnu/gconv/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/",
                     "usr/share/locale/", "usr/share/doc-base/", "usr/share/bug/", "etc/cron.", "etc/logrotate.d/")
+RUNTIME_TRIM = ROOT / "build" / "runtime-trim.txt"
+STDLIB_SOURCE = re.compile(r"^usr/lib/python3\.\d+/(?!(site|dist)-packages/).*\.py$")
 PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\n"
           "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
           f"nonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n")
@@ -69,9 +76,24 @@ def _canonical(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=1)
+def _trim_rules() -> tuple[object, tuple[str, ...]]:
+    """build/runtime_trim.py (shared with the builder's compile_imported.py) and the list's globs."""
+    spec = importlib.util.spec_from_file_location("runtime_trim", ROOT / "build" / "runtime_trim.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.patterns(RUNTIME_TRIM)
+
+
+def _trimmed(name: str) -> bool:
+    module, globs = _trim_rules()
+    return module.trimmed(name, globs)
+
+
 def _keep(name: str) -> bool:
-    """Drop documentation but each package's copyright file (licences travel with the binaries)."""
-    if any(name.startswith(prefix) for prefix in DROPPED_PREFIXES):
+    """Drop documentation but each package's copyright file (licences travel with the binaries), and what
+    build/runtime-trim.txt lists, and the standard library's sources (build/trim.py compiles them)."""
+    if any(name.startswith(prefix) for prefix in DROPPED_PREFIXES) or STDLIB_SOURCE.match(name) or _trimmed(name):
         return False
     if name.startswith("usr/share/doc/"):
         return name.count("/") == 3 or name.endswith("/copyright")

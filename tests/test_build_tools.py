@@ -1,6 +1,7 @@
 """The build script's parts that need no Docker engine: requirements, lint, gate, rootfs rules, errors."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,14 @@ def test_budget_file_is_a_deliberate_number():
     ("usr/share/man/man1/python3.13.1.gz", False),
     ("usr/share/locale/de/LC_MESSAGES/libc.mo", False),
     ("usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", False),
-    ("usr/lib/python3.13/json/__init__.py", True),
+    ("usr/lib/python3.13/json/__init__.py", False),  # the image brings the standard library as bytecode
+    ("usr/lib/python3.13/lib-dynload/_json.cpython-313-x86_64-linux-gnu.so", True),
+    ("usr/lib/python3.13/lib-dynload/_sqlite3.cpython-313-x86_64-linux-gnu.so", False),
+    ("usr/lib/python3.13/pydoc_data", False),
+    ("usr/lib/python3.13/pydoc_data/topics.py", False),
+    ("usr/lib/x86_64-linux-gnu/libmvec.so.1", False),
+    ("usr/lib/x86_64-linux-gnu/libm.so.6", True),
+    ("usr/share/gcc/python/libstdcxx/v6/printers.py", False),
     ("usr/share/zoneinfo/Europe/Paris", True),
 ])
 def test_runtime_root_keeps_licences_and_drops_docs(name, kept):
@@ -167,12 +175,21 @@ def test_swagger_ui_import_maps_to_the_package_that_renders_openapi_31(project):
     assert "swagger-ui-bundle" not in requirements.scanned_packages(project)
 
 
-def _trim_module():
+def _build_script(name: str):
+    """A build/ script as a module (build/ is on its path, as when the builder runs it)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("trim_rules", ROOT / "build" / "trim.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "build"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"build_{name}", ROOT / "build" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "build"))
     return module
+
+
+def _trim_module():
+    return _build_script("trim")
 
 
 def test_trim_keeps_exactly_the_swagger_ui_files_docs_serves():
@@ -277,3 +294,74 @@ def test_imagebuild_never_imports_the_service():
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
         assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, imported)
+
+
+def test_same_abi_vendored_libraries_are_shared_and_orphans_go(tmp_path: Path):
+    site = tmp_path / "site-packages"
+    libs = {"numpy.libs/libgfortran-aaa.so.5": b"numpy's", "scipy.libs/libgfortran-bbb.so.5": b"scipy's copy",
+            "scipy.libs/libquadmath-ccc.so.0": b"needed only by scipy's copy",
+            "scipy.libs/libgfortran-ddd.so.5": b"another ABI", "scipy.libs/libopenblas-eee.so": b"blas"}
+    for name, data in libs.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(data)
+    symbols = {b"numpy's": {"f@@GFORTRAN_8"}, b"scipy's copy": {"f@@GFORTRAN_8"},
+               b"another ABI": {"f@@GFORTRAN_8", "g@@GFORTRAN_9"}}
+
+    def needed(root: Path) -> set[str]:
+        names = {"libopenblas-eee.so"}
+        if not (root / "scipy.libs/libgfortran-bbb.so.5").is_symlink():
+            names.add("libquadmath-ccc.so.0")
+        return names
+
+    saved = _trim_module().share_libraries(
+        site, exported=lambda path: frozenset(symbols.get(path.read_bytes(), {path.name})), needed=needed)
+    assert str((site / "scipy.libs/libgfortran-bbb.so.5").readlink()) == "../numpy.libs/libgfortran-aaa.so.5"
+    assert not (site / "scipy.libs/libquadmath-ccc.so.0").exists()
+    assert not (site / "scipy.libs/libgfortran-ddd.so.5").is_symlink()  # other symbols: kept as it is
+    assert (site / "scipy.libs/libopenblas-eee.so").read_bytes() == b"blas"
+    assert saved == {"same-ABI vendored libraries (now symlinks)": (1, len(b"scipy's copy")),
+                     "vendored libraries nothing needs any more": (1, len(b"needed only by scipy's copy"))}
+
+
+def test_sourceless_modules_import_and_keep_file_and_line(tmp_path: Path):
+    package = tmp_path / "site" / "sourceless_demo"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text("def fail():\n    x = 1\n    raise ValueError('line 3')\n")
+    (package / "template.py").write_text("{% if not python %}\n")
+    saved = _trim_module().sourceless(tmp_path / "site")
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.pyc", "broken.pyc", "template.py"]
+    assert saved["sources replaced by their bytecode"][0] == 2
+    script = ("import traceback, sourceless_demo.broken as b\n"
+              "try:\n    b.fail()\nexcept ValueError as e:\n"
+              "    frame = traceback.extract_tb(e.__traceback__)[-1]\n    print(frame.filename, frame.lineno)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "site", capture_output=True, text=True,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.stdout.split() == [str(package / "broken.py"), "3"], result.stderr
+
+
+def test_standard_library_bytecode_leaves_out_what_the_base_leaves_out(tmp_path: Path):
+    stdlib = tmp_path / "usr/lib/python3.13"
+    for name in ("json/__init__.py", "sqlite3/__init__.py", "pdb.py", "os.py", "site-packages/x.py"):
+        (stdlib / name).parent.mkdir(parents=True, exist_ok=True)
+        (stdlib / name).write_text("VALUE = 1\n")
+    staging = tmp_path / "staging"
+    trim = _trim_module()
+    globs = tuple(f"{tmp_path.relative_to('/').as_posix()}/{g}" for g in
+                  ("usr/lib/python3.13/sqlite3/", "usr/lib/python3.13/pdb.py"))
+    trim.stdlib_bytecode(stdlib, staging, globs)
+    written = sorted(p.relative_to(staging / tmp_path.relative_to("/")).as_posix() for p in staging.rglob("*.pyc"))
+    assert written == ["usr/lib/python3.13/json/__init__.pyc", "usr/lib/python3.13/os.pyc"]
+
+
+@pytest.mark.parametrize("name,left_out", [
+    ("usr/lib/python3.13/sqlite3", True), ("usr/lib/python3.13/sqlite3/dump.py", True),
+    ("usr/lib/python3.13/sqlite3x.py", False), ("usr/lib/python3.13/encodings/cp1252.py", True),
+    ("usr/lib/python3.13/encodings/cp437.py", False), ("usr/lib/python3.13/encodings/utf_8.py", False),
+    ("usr/lib/python3.13/_strptime.py", False), ("usr/lib/python3.13/zoneinfo/__init__.py", False),
+    ("usr/lib/python3.13/lib-dynload/_codecs_jp.cpython-313-x86_64-linux-gnu.so", True),
+    ("opt/venv/lib/python3.13/site-packages/sqlite3/x.py", False),
+])
+def test_runtime_trim_list(name, left_out):
+    rules = _build_script("runtime_trim")
+    assert rules.trimmed(name, rules.patterns()) is left_out

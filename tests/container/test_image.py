@@ -13,7 +13,8 @@ from service import __version__
 from service.app import create_app
 from service.state import EXTENSION
 
-from ..conftest import BUNDLES
+from ..conftest import BUNDLES, ROOT
+from ..test_build_tools import _build_script
 from ..test_errors import BAD_BODIES
 
 pytestmark = pytest.mark.container
@@ -236,3 +237,40 @@ def test_a_shuffled_dataframe_gets_its_answers_on_its_own_rows(served, local):
                                         headers={"Content-Type": "application/json"})
         assert status == 200 and answer["predictions"] == expected, orient
         assert [int(label) for label in answer["index"]] == frame.index.tolist()
+
+
+IMPORT_ALL = ("numpy", "scipy", "sklearn", "joblib")
+
+
+def _import_all(docker_client, reference: str, **restrictions) -> dict:
+    """build/import_all.py run with the image's own Python (build/ mounted read-only, no network)."""
+    output = docker_client.containers.run(
+        reference, ["/checks/import_all.py", *IMPORT_ALL], entrypoint=["/opt/venv/bin/python3"], remove=True,
+        network_mode="none", volumes={str(ROOT / "build"): {"bind": "/checks", "mode": "ro"}}, stderr=False,
+        environment={"PYTHONDONTWRITEBYTECODE": "1"}, **restrictions)
+    return json.loads(output)
+
+
+def _untrimmed(docker_client, builder: str) -> str:
+    """The builder's step that installed the venv, before build/trim.py ran (kept by the engine's build cache)."""
+    for entry in docker_client.images.get(builder).history():
+        if "pip install" in entry["CreatedBy"] and entry["Id"] != "<missing>":
+            return entry["Id"]
+    pytest.fail(f"{builder} has no local step that installed the venv")
+
+
+def test_every_submodule_imports_in_the_image_as_before_any_trim(docker_client, image):
+    """The proof of every trim (sourceless bytecode, stripped extension modules, shared libgfortran, the standard
+    library and system libraries the base leaves out): against the venv as pip installed it, on the full Debian
+    Python, the same submodules import and the same ones fail."""
+    from imagebuild.docker_build import builder_reference
+    in_image = _import_all(docker_client, image["image"], read_only=True, cap_drop=["ALL"], user="65532:65532")
+    in_builder = _import_all(docker_client, _untrimmed(docker_client, builder_reference(image["image"])))
+    assert len(in_builder["imported"]) > 1000
+    removed_on_purpose = tuple(path.split(".cpython-")[0].replace("/", ".")
+                               for path in _build_script("trim").BUILD_AND_TEST_ONLY)
+    def kept(names):
+        return sorted(name for name in names if not name.startswith(removed_on_purpose))
+
+    assert kept(in_builder["imported"]) == sorted(in_image["imported"])
+    assert kept(in_builder["failed"]) == sorted(in_image["failed"])  # reasons may differ: tests/ are gone
