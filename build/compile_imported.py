@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     import service.server  # noqa: F401  (waitress and the serving loop)
     import service.healthcheck  # noqa: F401
     globs = patterns()
-    missing = sorted({name for name, module in list(sys.modules.items())
+    missing = sorted({name.split(".")[0] for name, module in list(sys.modules.items())
                       if trimmed((getattr(module, "__file__", None) or "").lstrip("/"), globs)})
     if missing:
         print(f"error: the model imports {', '.join(missing)}, which the runtime image leaves out "

@@ -15,6 +15,7 @@ every submodule of every installed package in the image, are the proof of each r
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import py_compile
@@ -40,6 +41,8 @@ BUILD_AND_TEST_ONLY = ("numpy/_core/_simd.cpython-*.so", "sklearn/_build_utils")
 # Swagger UI builds go.
 SWAGGER_UI_SERVED = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
 SWAGGER_UI_ASSETS = "swagger_ui_bundle/vendor/swagger-ui-*"
+# Stored gzipped; service/docs.py sends the stored bytes to clients that accept gzip and inflates them for the rest.
+SWAGGER_UI_GZIPPED = ("swagger-ui-bundle.js", "swagger-ui.css")
 VENDORED_LIBS = "*.libs/*"
 # sklearn.datasets.load_sample_images() opens these with Pillow: without Pillow installed they cannot be read.
 PILLOW_ONLY = "sklearn/datasets/images/*.jpg"
@@ -98,6 +101,12 @@ def trim(site: Path) -> dict[str, tuple[int, int]]:
         for path in sorted(folder.iterdir()):
             if path.name not in SWAGGER_UI_SERVED:
                 drop("Swagger UI files /docs does not serve", path)
+        for name in SWAGGER_UI_GZIPPED:
+            original, stored = folder / name, folder / f"{name}.gz"
+            if original.is_file():
+                stored.write_bytes(gzip.compress(original.read_bytes(), compresslevel=9, mtime=0))
+                drop("Swagger UI files stored gzipped", original)
+                removed["Swagger UI files stored gzipped"][1] -= stored.stat().st_size
     if not (site / "PIL").is_dir():
         for path in sorted(site.glob(PILLOW_ONLY)):
             drop("images only Pillow opens (not installed)", path)

@@ -43,6 +43,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="size budget of this build, in MB (default: build/size-budget.json)")
     parser.add_argument("--bundle-out", type=Path, metavar="DIR",
                         help="also write the served bundle (card.json and the model file) to DIR")
+    parser.add_argument("--prune", action="store_true",
+                        help="keep only the modules and files the service uses for this model, found by running it "
+                             "under a trace in the builder (smaller; a code path the trace never took may then miss "
+                             "a module)")
     parser.add_argument("--offline", action="store_true",
                         help="do not try the official distroless base: assemble it from Debian packages")
     parser.add_argument("--update-requirements", action="store_true",
@@ -123,16 +127,20 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     say(f"building {builder_tag} on {builder_base}")
     docker_build.build(client, context, "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
     say(f"building {reference} on {runtime}")
+    pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
+        if args.prune else {}
     docker_build.build(client, context, "Dockerfile.runtime", reference, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
         "DERIVE_ARGS": docker_build.derive_arguments(source),
-        "REVISION": docker_build.revision(), "CREATED": docker_build.created()}, labels)
+        "REVISION": docker_build.revision(), "CREATED": docker_build.created(), **pruning}, labels)
     reclaimed = docker_build.prune_superseded(client, reference)
     if reclaimed:
         say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
     say("measuring layers (docker save; a layer measured before comes from .cache/layer-sizes.json)")
     result = report.analyze(client, reference)
     result["model"] = served.summary(served.served_card(client, reference))
+    if args.prune:
+        result["pruned"] = served.pruned(client, reference)
     result["bases"] = {"builder": builder_base, "runtime": runtime}
     result["requirements"] = str(requirements_path.relative_to(ROOT))
     result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \

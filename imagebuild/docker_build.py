@@ -15,7 +15,7 @@ from .model_input import ModelSource, code_files, head_of_sample
 from .progress import say
 
 CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py",
-                 "build/runtime_trim.py", "build/runtime-trim.txt")
+                 "build/runtime_trim.py", "build/runtime-trim.txt", "build/prune.py")
 CONTEXT_TREES = ("service", "modelcard")
 # The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
 # with the image reference as its value: pruning keys on it, so it never touches another build's images.
@@ -104,8 +104,8 @@ def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs:
           labels: dict[str, str]) -> str:
     """Build one Dockerfile with no network for RUN steps; returns the image id, streams progress to stderr.
 
-    Lines a step prints as `error: ...` (the card derivation's) become the BuildError's lines; `card:` and
-    `trim:` lines are progress."""
+    Lines a step prints as `error: ...` (the card derivation's) become the BuildError's lines; `card:`, `trim:`
+    and `prune:` lines are progress."""
     buffer.seek(0)
     image_id = None
     recent: deque[str] = deque(maxlen=15)
@@ -127,7 +127,7 @@ def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs:
             recent.append(line)
             if line.startswith("error: "):
                 errors.append(line.removeprefix("error: "))
-            elif line.startswith(("Step ", "trim:", "card:")):
+            elif line.startswith(("Step ", "trim:", "card:", "prune:")):
                 say(f"{dockerfile}: {line}")
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]

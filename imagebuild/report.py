@@ -175,6 +175,11 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {feature['name']:<24} {feature['type']}{', nullable' if feature['nullable'] else ''}"
                          f"{extra}")
         lines += [f"  note: {note}" for note in model["notes"]]
+    if "pruned" in report:
+        pruned = report["pruned"]
+        largest = ", ".join(f"{name} {mb(nbytes)}" for name, nbytes in list(pruned["packages"].items())[:6])
+        lines += ["", f"pruned      {pruned['files']} files, {mb(pruned['bytes'])} left out (--prune): {largest}, "
+                      f"standard library {mb(pruned['standard_library'])}"]
     lines += ["", "layers, bottom up:", f"  {'size':>9} {'gzip':>9} {'zstd':>9} {'share':>6}  created by"]
     for row in report["layers"]:
         created_by = row["created_by"] if len(row["created_by"]) <= 80 else row["created_by"][:77] + "..."

@@ -10,6 +10,7 @@ from typing import Any
 from . import BuildError
 
 MODEL_DIR = "/app/model"
+PRUNED = "/opt/venv/pruned.json"
 
 
 def _archive(client: Any, reference: str, path: str) -> tarfile.TarFile:
@@ -27,6 +28,15 @@ def served_card(client: Any, reference: str) -> dict[str, Any]:
         member = archive.extractfile("card.json")
         if member is None:
             raise BuildError(f"{reference} holds no {MODEL_DIR}/card.json")
+        return json.loads(member.read())
+
+
+def pruned(client: Any, reference: str) -> dict[str, Any]:
+    """What --prune left out of the image (build/prune.py writes it into the venv)."""
+    with _archive(client, reference, PRUNED) as archive:
+        member = archive.extractfile("pruned.json")
+        if member is None:
+            raise BuildError(f"{reference} holds no {PRUNED}")
         return json.loads(member.read())
 
 

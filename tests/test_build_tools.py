@@ -1,6 +1,7 @@
 """The build script's parts that need no Docker engine: requirements, lint, gate, rootfs rules, errors."""
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -217,7 +218,10 @@ def test_trim_rules_on_a_fake_site(tmp_path: Path):
     removed = _trim_module().trim(site)
     left = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() or p.is_symlink())
     assert left == ["numpy.libs/libgfortran-1.so", "numpy/_core/tests/_natype.py", "scipy.libs/libgfortran-1.so",
-                    "scipy.libs/libquadmath-2.so", "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js"]
+                    "scipy.libs/libquadmath-2.so",
+                    "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.gz"]
+    stored = site / "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.gz"
+    assert gzip.decompress(stored.read_bytes()) == b"js"
     link = site / "scipy.libs/libgfortran-1.so"
     assert link.is_symlink() and str(link.readlink()) == "../numpy.libs/libgfortran-1.so"
     assert link.read_bytes() == b"same bytes"

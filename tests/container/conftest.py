@@ -32,6 +32,20 @@ def image(tmp_path_factory) -> dict[str, Any]:
     return json.loads(report_path.read_text())
 
 
+PRUNED = "sklearn-model-service-pruned:test"
+PRUNED_BUDGET = 172_000_000  # issue 13: --prune on the default bundle, at most 172 MB
+
+
+@pytest.fixture(scope="session")
+def pruned_image(tmp_path_factory, image, docker_client) -> Iterator[dict[str, Any]]:
+    """`scripts/build.py --prune` of the default bundle; `image` first, so both exist side by side."""
+    report_path = tmp_path_factory.mktemp("pruned") / "report.json"
+    assert cli.main(["--prune", "--tag", PRUNED, "--report", str(report_path)]) == 0, \
+        "scripts/build.py --prune failed: see its stderr above"
+    yield json.loads(report_path.read_text())
+    remove_build(docker_client, PRUNED)
+
+
 class Running:
     """A started container and its base URL."""
 

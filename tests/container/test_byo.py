@@ -144,3 +144,22 @@ def test_a_derivation_failure_in_the_builder_is_one_line(byo, trained, tmp_path,
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the sample has no column 'rooms': give rows of the training data with a header "
                       "naming the model's features"]
+
+
+def test_a_model_needing_a_module_the_runtime_leaves_out_stops_the_build_in_one_line(byo, trained, tmp_path,
+                                                                                    capsys, docker_client):
+    """The user's package imports sqlite3, which build/runtime-trim.txt leaves out of the runtime base."""
+    import shutil
+    model, sample = byo.files("own")
+    code = tmp_path / "code"
+    shutil.copytree(trained["own"].code, code)
+    init = code / "homefeatures" / "__init__.py"
+    init.write_text("import sqlite3  # noqa: F401\n" + init.read_text())
+    try:
+        assert cli.main(["--model", str(model), "--sample", str(sample), "--code", str(code),
+                         "--tag", "byo-sqlite:test"]) == 1
+    finally:
+        remove_build(docker_client, "byo-sqlite:test")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the model imports _sqlite3, sqlite3, which the runtime image leaves out "
+                      "(build/runtime-trim.txt): remove the line(s) that cover it and rebuild"]

@@ -14,10 +14,17 @@ from service.app import create_app
 from service.state import EXTENSION
 
 from ..conftest import BUNDLES, ROOT
+from .conftest import PRUNED_BUDGET
 from ..test_build_tools import _build_script
 from ..test_errors import BAD_BODIES
 
 pytestmark = pytest.mark.container
+
+
+@pytest.fixture(scope="module", params=["default", "pruned"])
+def image(request, image):
+    """Every test here runs against the default image and against `--prune` of the same bundle."""
+    return request.getfixturevalue("pruned_image") if request.param == "pruned" else image
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +141,11 @@ def test_docker_stop_returns_within_3_seconds(fresh):
 
 def test_image_is_within_the_size_budget(image):
     assert image["size"] <= image["budget"]["limit"]
-    assert 0 < image["compressed_size"] < image["size"]
+    assert 0 < image["zstd_size"] < image["compressed_size"] < image["size"]
     assert image["layers"][-1]["size"] < 1_000_000, "service/ must be the thin top layer"
+    if "pruned" in image:
+        assert image["size"] <= PRUNED_BUDGET
+        assert image["pruned"]["bytes"] > 10_000_000 and image["pruned"]["packages"]["scipy"] > 0
 
 
 def test_v2_infer_and_metrics_answer_as_in_process(served, local):
@@ -272,5 +282,11 @@ def test_every_submodule_imports_in_the_image_as_before_any_trim(docker_client, 
     def kept(names):
         return sorted(name for name in names if not name.startswith(removed_on_purpose))
 
-    assert kept(in_builder["imported"]) == sorted(in_image["imported"])
-    assert kept(in_builder["failed"]) == sorted(in_image["failed"])  # reasons may differ: tests/ are gone
+    if "pruned" not in image:
+        assert kept(in_builder["imported"]) == sorted(in_image["imported"])
+        assert kept(in_builder["failed"]) == sorted(in_image["failed"])  # reasons may differ: tests/ are gone
+        return
+    # --prune: fewer modules, and every module left imports (the prune never leaves half a module behind)
+    assert set(in_image["imported"]) < set(kept(in_builder["imported"]))
+    assert {"sklearn", "numpy", "scipy.linalg", "joblib"} <= set(in_image["imported"])
+    assert set(in_image["failed"]) <= set(in_builder["failed"])
