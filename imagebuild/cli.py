@@ -57,6 +57,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--push", metavar="REGISTRY/REPOSITORY",
                         help="push as REPOSITORY:<version> and :<git short sha>, pull back by digest, run, predict")
     parser.add_argument("--latest", action="store_true", help="with --push, also tag and push :latest")
+    parser.add_argument("--manifests", type=Path, metavar="DIR",
+                        help="with --push, write deploy/'s Kubernetes and KServe manifests to DIR with the pushed "
+                             "image's digest in place")
     return parser.parse_args(argv)
 
 
@@ -155,7 +158,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.push:
         from .publish import publish, tags_for
         tags = tags_for(version, docker_build.revision(), args.latest)
-        print(publish(client, reference, args.push, tags))
+        pinned = publish(client, reference, args.push, tags)
+        if args.manifests:
+            from .manifests import render
+            written = render(pinned, args.manifests)
+            say(f"wrote {len(written)} manifests with {pinned} to {args.manifests}")
+        print(pinned)
     return result
 
 
@@ -169,6 +177,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     from .publish import REPOSITORY as NAME, check_repository
     if args.latest and not args.push:
         return "--latest only applies with --push"
+    if args.manifests and not args.push:
+        return "--manifests only applies with --push (the manifests name the pushed digest)"
     if args.model is None and (args.sample or args.code or args.trust):
         return "--sample, --code and --trust apply to --model: give the model file too"
     if args.size_budget is not None and args.size_budget <= 0:

@@ -13,7 +13,7 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
     "MODEL_DIR": ("MODEL_DIR", str(DEFAULT_MODEL_DIR), str, "the bundle to serve (card.json and the model file)"),
     "HOST": ("SERVICE_HOST", "127.0.0.1", str, "listen address"),
     "PORT": ("SERVICE_PORT", 8080, int, "listen port"),
-    "WORKERS": ("SERVICE_WORKERS", 0, int, "worker processes sharing the port; 0: one per usable CPU"),
+    "WORKERS": ("SERVICE_WORKERS", 0, int, "worker processes sharing the port; 0: one per usable CPU (affinity and CPU quota)"),
     "PIN_CPUS": ("SERVICE_PIN_CPUS", 1, int, "1: each worker bound to its own CPU; 0: left to the kernel"),
     "THREADS": ("SERVICE_THREADS", 16, int, "waitress threads per worker"),
     "BATCH_MAX_ROWS": ("SERVICE_BATCH_MAX_ROWS", 64, int, "micro-batching: rows per estimator call; 0: off"),
@@ -80,10 +80,6 @@ def describe() -> str:
     return "\n".join(f"  {variable:<{width}}  {meaning} (default: {default})" for variable, default, meaning in table)
 
 
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (a container's --cpuset-cpus shows here)."""
-    return sorted(os.sched_getaffinity(0))
-
-
-def worker_count(settings: Mapping[str, Any]) -> int:
-    return settings["WORKERS"] or len(usable_cpus())
+def worker_count(settings: Mapping[str, Any], usable: int) -> int:
+    """SERVICE_WORKERS, or with 0 the usable CPUs (service/cpus.py: affinity and cgroup quota)."""
+    return settings["WORKERS"] or usable

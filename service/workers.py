@@ -26,7 +26,8 @@ import tempfile
 import time
 from typing import Any, Mapping
 
-from .config import usable_cpus, worker_count
+from . import cpus as cpu_limits
+from .config import worker_count
 
 log = logging.getLogger("service")
 START_ERROR = 2  # a worker's exit code for "cannot start": bad bundle or setting; retrying cannot help
@@ -40,11 +41,12 @@ def pin(index: int, cpus: list[int]) -> None:
 
 
 def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = None,
-                 parent: int | None = None) -> int:
+                 parent: int | None = None, decision: Mapping[str, Any] | None = None) -> int:
     """Load, check and warm up the model, then serve until SIGTERM/SIGINT. Exit code for the process.
 
     `ready_fd`, if given, gets one byte once the model is loaded (the supervisor waits for it); `parent` is the
-    supervisor's pid: the worker stops when it is no longer its parent."""
+    supervisor's pid: the worker stops when it is no longer its parent. A lone worker's `decision` (the worker
+    count and which limit set it) joins its ready line."""
     from .app import create_app
     from .bundle import BundleError
     from .config import ConfigError
@@ -67,7 +69,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
     log.info("model %s %s ready", card["name"], card["version"], extra={
         "model": card["name"], "model_version": card["version"], "sha256": card["artifact"]["sha256"],
         "worker": worker, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)),
-        "micro_batching": service.predictor.batcher is not None})
+        "micro_batching": service.predictor.batcher is not None, **(decision or {})})
     if ready_fd is not None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)
@@ -103,7 +105,11 @@ def metrics_folder() -> str:
 
 def run(settings: Mapping[str, Any]) -> int:
     """Serve with the configured number of workers; the process's exit code."""
-    count, cpus = worker_count(settings), usable_cpus()
+    budget = cpu_limits.budget()
+    count, cpus = worker_count(settings, budget.count), list(budget.cpus)
+    # which limit set the worker count: the start-up log line says it (the single worker's, or the supervisor's)
+    decision = {"workers": count, "decided_by": "SERVICE_WORKERS" if settings["WORKERS"] else budget.decided_by,
+                "cpu_quota": budget.quota}
     try:
         listener = listen(settings)
         folder = metrics_folder() if count > 1 else None
@@ -114,9 +120,9 @@ def run(settings: Mapping[str, Any]) -> int:
     if count == 1:  # this process serves, with no supervisor
         if settings["PIN_CPUS"]:
             pin(0, cpus)
-        return serve_worker(listener, 0)
+        return serve_worker(listener, 0, decision=decision)
     try:
-        return Supervisor(listener, count, cpus, settings).run()
+        return Supervisor(listener, count, cpus, settings, decision).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -124,8 +130,10 @@ def run(settings: Mapping[str, Any]) -> int:
 class Supervisor:
     """Starts the workers, replaces those that die, and stops them all on SIGTERM/SIGINT."""
 
-    def __init__(self, listener: socket.socket, count: int, cpus: list[int], settings: Mapping[str, Any]):
+    def __init__(self, listener: socket.socket, count: int, cpus: list[int], settings: Mapping[str, Any],
+                 decision: Mapping[str, Any] | None = None):
         self.listener, self.count, self.cpus, self.settings = listener, count, cpus, settings
+        self.decision = dict(decision or {"workers": count})
         self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
         self.pid = os.getpid()
         self.deadline: float | None = None  # set when stopping
@@ -173,8 +181,9 @@ class Supervisor:
         if self.start(0, wait=True):
             for index in range(1, self.count):
                 self.start(index)
-            log.info("%d workers started", self.count, extra={
-                "workers": self.count, "cpus": self.cpus, "metrics_folder": os.environ["PROMETHEUS_MULTIPROC_DIR"]})
+            log.info("%d workers started (%s)", self.count, self.decision.get("decided_by", "SERVICE_WORKERS"),
+                     extra={**self.decision, "cpus": self.cpus,
+                            "metrics_folder": os.environ["PROMETHEUS_MULTIPROC_DIR"]})
         while self.children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:

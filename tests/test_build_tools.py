@@ -242,6 +242,7 @@ def test_each_image_gets_its_own_builder(reference, builder):
 
 @pytest.mark.parametrize("arguments,message", [
     (["--latest"], "--latest only applies with --push"),
+    (["--manifests", "out"], "--manifests only applies with --push (the manifests name the pushed digest)"),
     (["--sample", "rows.csv"], "--sample, --code and --trust apply to --model"),
     (["--model", "m.joblib", "--size-budget", "0"], "--size-budget 0: give a size in MB greater than zero"),
     (["--tag", "Churn Model:1"], "--tag Churn Model:1: not an image reference"),

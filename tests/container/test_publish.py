@@ -86,13 +86,15 @@ def credentials(monkeypatch):
     monkeypatch.setenv("REGISTRY_PASSWORD", PASSWORD)
 
 
-def test_readme_publish_command_pushes_verifies_and_prints_the_digest(registry, credentials, capsys):
+def test_readme_publish_command_pushes_verifies_and_prints_the_digest(registry, credentials, capsys, tmp_path):
     repository = f"{registry.host}/sklearn-model-service"
-    assert cli.main(["--push", repository, "--latest"]) == 0
+    assert cli.main(["--push", repository, "--latest", "--manifests", str(tmp_path / "deploy")]) == 0
     out, err = capsys.readouterr()
     lines = out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{repository}@sha256:"), out
     digest = lines[0].split("@", 1)[1]
+    for manifest in ("kubernetes/deployment.yaml", "kserve/inferenceservice.yaml"):
+        assert f"image: {lines[0]}\n" in (tmp_path / "deploy" / manifest).read_text()
     tags = json.loads(registry.api("/v2/sklearn-model-service/tags/list")[2])["tags"]
     assert sorted(tags) == sorted([__version__, revision(), "latest"])
     for tag in tags:

@@ -14,7 +14,7 @@ import pytest
 
 from benchmark.targets import memory_mb, process_tree
 from service.app import create_app
-from service.config import usable_cpus
+from service.cpus import budget
 from service.state import EXTENSION
 
 from ..conftest import BUNDLES
@@ -138,7 +138,7 @@ def resident_bytes(running: Running) -> int:
 def wait_for_every_worker(running: Running, timeout: float = 30.0) -> None:
     """The first worker serves before the others have loaded; keep-alive clients that connect then all stay
     on it, and the warm-up would warm one worker only."""
-    workers = len(usable_cpus())  # the image's default: one per CPU it may use, here all of the host's
+    workers = budget().count  # the image's default: one per CPU it may use, here all of the host's
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = running.container.logs().decode().splitlines()
