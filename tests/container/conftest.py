@@ -25,11 +25,17 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory) -> dict[str, Any]:
+def default_image(tmp_path_factory) -> dict[str, Any]:
     """Build with `scripts/build.py` itself (requirements check, bases, size gate included)."""
     report_path = tmp_path_factory.mktemp("build") / "report.json"
     assert cli.main(["--report", str(report_path)]) == 0, "scripts/build.py failed: see its stderr above"
     return json.loads(report_path.read_text())
+
+
+@pytest.fixture(scope="session")
+def image(default_image) -> dict[str, Any]:
+    """The image a test runs against: the default one (tests/container/variants.py adds --prune's per module)."""
+    return default_image
 
 
 PRUNED = "sklearn-model-service-pruned:test"
@@ -37,8 +43,8 @@ PRUNED_BUDGET = 172_000_000  # issue 13: --prune on the default bundle, at most 
 
 
 @pytest.fixture(scope="session")
-def pruned_image(tmp_path_factory, image, docker_client) -> Iterator[dict[str, Any]]:
-    """`scripts/build.py --prune` of the default bundle; `image` first, so both exist side by side."""
+def pruned_image(tmp_path_factory, default_image, docker_client) -> Iterator[dict[str, Any]]:
+    """`scripts/build.py --prune` of the default bundle; the default first, so both exist side by side."""
     report_path = tmp_path_factory.mktemp("pruned") / "report.json"
     assert cli.main(["--prune", "--tag", PRUNED, "--report", str(report_path)]) == 0, \
         "scripts/build.py --prune failed: see its stderr above"
@@ -163,8 +169,8 @@ def remove_build(client: Any, reference: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def byo(trained, tmp_path_factory, image, docker_client) -> Iterator[Builds]:
-    """`image` first: the default image and its builder must survive these builds, which are removed after."""
+def byo(trained, tmp_path_factory, default_image, docker_client) -> Iterator[Builds]:
+    """The default image first: it and its builder must survive these builds, which are removed after."""
     builds = Builds(trained, tmp_path_factory.mktemp("byo"))
     yield builds
     for kind in builds.reports:

@@ -21,6 +21,8 @@ from ..venvs import run, venv
 
 from .conftest import run_container
 
+from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
+
 pytestmark = pytest.mark.container
 CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1"]
 ROWS = [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87], [48, 1, 21.6, 87, 183, 103.2, 70, 3, 3.8918, 69]]

@@ -11,6 +11,8 @@ import pytest
 
 from imagebuild.http_calls import call
 
+from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
+
 pytestmark = pytest.mark.container
 
 CHROMIUM = "chromium-headless-shell"

@@ -18,13 +18,9 @@ from .conftest import PRUNED_BUDGET
 from ..test_build_tools import _build_script
 from ..test_errors import BAD_BODIES
 
+from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
+
 pytestmark = pytest.mark.container
-
-
-@pytest.fixture(scope="module", params=["default", "pruned"])
-def image(request, image):
-    """Every test here runs against the default image and against `--prune` of the same bundle."""
-    return request.getfixturevalue("pruned_image") if request.param == "pruned" else image
 
 
 @pytest.fixture(scope="module")
