@@ -126,13 +126,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     reference = args.tag or f"{REPOSITORY}:{version}"
     builder_tag = docker_build.builder_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
-    context = docker_build.context(wheelhouse, requirements_path, source)
     say(f"building {builder_tag} on {builder_base}")
-    docker_build.build(client, context, "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
+    docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path), "Dockerfile.builder",
+                       builder_tag, {"BUILDER_BASE": builder_base}, labels)
     say(f"building {reference} on {runtime}")
     pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
         if args.prune else {}
-    docker_build.build(client, context, "Dockerfile.runtime", reference, {
+    docker_build.build(client, docker_build.runtime_context(source), "Dockerfile.runtime", reference, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
         "DERIVE_ARGS": docker_build.derive_arguments(source),
         "REVISION": docker_build.revision(), "CREATED": docker_build.created(), **pruning}, labels)

@@ -8,15 +8,18 @@ import sys
 import tarfile
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import ROOT, BuildError
 from .model_input import ModelSource, code_files, head_of_sample
 from .progress import say
 
-CONTEXT_FILES = ("Dockerfile.builder", "Dockerfile.runtime", "build/trim.py", "build/compile_imported.py",
-                 "build/runtime_trim.py", "build/runtime-trim.txt", "build/prune.py")
-CONTEXT_TREES = ("service", "modelcard")
+# What each Dockerfile copies: the builder's context carries the wheels, the runtime's the service and the bundle,
+# so a rebuild after a change to service/ does not send the wheelhouse to the engine again.
+BUILDER_FILES = ("Dockerfile.builder", "build/trim.py", "build/runtime_trim.py", "build/runtime-trim.txt")
+RUNTIME_FILES = ("Dockerfile.runtime", "build/compile_imported.py", "build/runtime_trim.py",
+                 "build/runtime-trim.txt", "build/prune.py")
+RUNTIME_TREES = ("service", "modelcard")
 # The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
 # with the image reference as its value: pruning keys on it, so it never touches another build's images.
 BUILD_LABEL = "sklearn-model-service.build"
@@ -43,16 +46,34 @@ def _add_folder(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
-def context(wheelhouse: Path, requirements: Path, source: ModelSource) -> io.BytesIO:
-    """Only what the Dockerfiles copy, with fixed mtimes and owners, so the layer cache keys on content:
-    bundle/ (the model file, and its card.json if hand-written), sample/ (sample.csv, if given), code/ (the
-    user's modules), the wheelhouse, service/ and the build scripts."""
+def _tar(fill: Callable[[tarfile.TarFile], None]) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        fill(tar)
+    buffer.seek(0)
+    return buffer
+
+
+def builder_context(wheelhouse: Path, requirements: Path) -> io.BytesIO:
+    """What Dockerfile.builder copies, with fixed mtimes and owners, so the layer cache keys on content: the
+    requirements, the wheelhouse, the trim scripts."""
+    def fill(tar: tarfile.TarFile) -> None:
         _add(tar, requirements, "requirements.txt")
-        for name in CONTEXT_FILES:
+        for name in BUILDER_FILES:
             _add(tar, ROOT / name, name)
-        for tree in CONTEXT_TREES:
+        for path in sorted(wheelhouse.iterdir()):
+            if path.name.endswith((".whl", ".tar.gz", ".zip")):
+                _add(tar, path, f"wheelhouse/{path.name}")
+    return _tar(fill)
+
+
+def runtime_context(source: ModelSource) -> io.BytesIO:
+    """What Dockerfile.runtime copies, likewise: bundle/ (the model file, and its card.json if hand-written),
+    sample/ (sample.csv, if given), code/ (the user's modules), service/, modelcard/ and the build scripts."""
+    def fill(tar: tarfile.TarFile) -> None:
+        for name in RUNTIME_FILES:
+            _add(tar, ROOT / name, name)
+        for tree in RUNTIME_TREES:
             for path in sorted((ROOT / tree).rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     _add(tar, path, path.relative_to(ROOT).as_posix())
@@ -65,11 +86,7 @@ def context(wheelhouse: Path, requirements: Path, source: ModelSource) -> io.Byt
             _add_bytes(tar, head_of_sample(source.sample), "sample/sample.csv")
         for path, name in code_files(source):
             _add(tar, path, f"code/{name}")
-        for path in sorted(wheelhouse.iterdir()):
-            if path.name.endswith((".whl", ".tar.gz", ".zip")):
-                _add(tar, path, f"wheelhouse/{path.name}")
-    buffer.seek(0)
-    return buffer
+    return _tar(fill)
 
 
 def split_reference(reference: str) -> tuple[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from imagebuild import docker_build, wheels
-from imagebuild.model_input import model_source
 
 pytestmark = pytest.mark.container
 
@@ -23,7 +22,7 @@ def test_sdist_only_requirement_is_built_in_the_builder(tmp_path, docker_client,
 
     base = image["bases"]["builder"]
     tag = "sklearn-model-service-sdist-test:latest"
-    context = docker_build.context(house, requirements, model_source(None))
+    context = docker_build.builder_context(house, requirements)
     docker_build.build(docker_client, context, "Dockerfile.builder", tag, {"BUILDER_BASE": base},
                        {docker_build.BUILD_LABEL: tag})
     try:
