@@ -6,9 +6,9 @@ Starts the real service (`python -m service`, two workers, the image's settings)
 (the files Python opens, the modules it imports, the shared libraries mapped), waits until it is ready, calls every
 route: each GET, /docs and its assets, the examples on /predict (plain and gzip), the V2 infer route, the errors
 (bad JSON, a wrong value, an unknown route, a wrong method, a body over the limit), then /metrics, runs the image's
-health check (`python -m service.healthcheck`, traced too), and stops the service with SIGTERM. Then writes OUT/venv (the venv with only the traced files, every *.dist-info but its RECORD, which would
-list files no longer there, and the symlinks to kept libraries), OUT/stdlib (the standard library's bytecode the
-trace reached), and
+health check (`python -m service.healthcheck`, traced too), and stops the service with SIGTERM. Then writes
+OUT/venv (the venv with only the traced files, every *.dist-info but its RECORD, which would list files no longer
+there, and the symlinks to kept libraries), OUT/stdlib (the standard library's bytecode the trace reached), and
 OUT/venv/pruned.json: what was left out, per package, in bytes. A module no trace reached is then missing: an
 estimator that imports `sklearn.impute` only when predicting something it never saw while tracing fails with
 "No module named ...". That is the price of --prune, which is why it is opt-in.

@@ -66,17 +66,18 @@ def _layer_stats(data: bytes) -> dict[str, Any]:
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
+    """The cache, or an empty one when it is missing, unreadable or of another version."""
     try:
         cache = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"version": CACHE_VERSION, "layers": {}, "images": {}}
+        cache = {}
     return cache if cache.get("version") == CACHE_VERSION else {"version": CACHE_VERSION, "layers": {}, "images": {}}
 
 
-def _write_cache(path: Path, cache: dict[str, Any], keep: set[str]) -> None:
-    """Only the layers of the images measured last (bounded), written atomically."""
+def _write_cache(path: Path, cache: dict[str, Any]) -> None:
+    """Only the layers of the images measured last (bounded; the newest is last), written atomically."""
     images = dict(list(cache["images"].items())[-CACHED_IMAGES:])
-    wanted = keep | {digest for entry in images.values() for digest, _ in entry}
+    wanted = {digest for entry in images.values() for digest, _ in entry}
     trimmed = {"version": CACHE_VERSION, "layers": {d: m for d, m in cache["layers"].items() if d in wanted},
                "images": images}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, 
         cache["layers"].update(measured)
     cache["images"].pop(image.id, None)
     cache["images"][image.id] = history
-    _write_cache(cache_path, cache, {digest for digest, _ in history})
+    _write_cache(cache_path, cache)
     rows, packages = [], {}
     for digest, created_by in history:
         layer = cache["layers"][digest]

@@ -1,8 +1,9 @@
 """The runtime's root file system, composed from Debian packages as distroless composes python3-debian13:
 packages unpacked without maintainer scripts (merged /usr, documentation but copyright files and glibc's gconv
 left out, and the standard-library modules and system libraries build/runtime-trim.txt lists; the standard
-library's sources too, since the image brings them as sourceless bytecode from the builder), passwd/group with nonroot 65532, a CA bundle, /tmp 1777, and /var/lib/dpkg/status.d entries (control
-file and md5sums) for scanners. One tar per package group, each a layer of the base image.
+library's sources too, since the image brings them as sourceless bytecode from the builder), passwd/group with
+nonroot 65532, a CA bundle, /tmp 1777, and /var/lib/dpkg/status.d entries (control file and md5sums) for
+scanners. One tar per package group, each a layer of the base image.
 """
 from __future__ import annotations
 

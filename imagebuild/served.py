@@ -22,22 +22,23 @@ def _archive(client: Any, reference: str, path: str) -> tarfile.TarFile:
         container.remove(force=True)
 
 
+def _json_file(client: Any, reference: str, path: str) -> Any:
+    """One JSON file of the image, parsed."""
+    with _archive(client, reference, path) as archive:
+        member = archive.extractfile(Path(path).name)
+        if member is None:
+            raise BuildError(f"{reference} holds no {path}")
+        return json.loads(member.read())
+
+
 def served_card(client: Any, reference: str) -> dict[str, Any]:
     """The card.json the image serves."""
-    with _archive(client, reference, f"{MODEL_DIR}/card.json") as archive:
-        member = archive.extractfile("card.json")
-        if member is None:
-            raise BuildError(f"{reference} holds no {MODEL_DIR}/card.json")
-        return json.loads(member.read())
+    return _json_file(client, reference, f"{MODEL_DIR}/card.json")
 
 
 def pruned(client: Any, reference: str) -> dict[str, Any]:
     """What --prune left out of the image (build/prune.py writes it into the venv)."""
-    with _archive(client, reference, PRUNED) as archive:
-        member = archive.extractfile("pruned.json")
-        if member is None:
-            raise BuildError(f"{reference} holds no {PRUNED}")
-        return json.loads(member.read())
+    return _json_file(client, reference, PRUNED)
 
 
 def write_bundle(client: Any, reference: str, target: Path) -> None:

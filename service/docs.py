@@ -1,6 +1,6 @@
 """/docs: Swagger UI rendering /openapi.json, served from the swagger-ui-bundle-v2 package (no CDN).
 
-In the image the two large assets are stored gzipped (build/trim.py: 1.3 MB less): a client that accepts gzip gets
+In the image the two large assets are stored gzipped (build/trim.py: 1.2 MB less): a client that accepts gzip gets
 the stored bytes with Content-Encoding: gzip, any other client the inflated file.
 """
 from __future__ import annotations

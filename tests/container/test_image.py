@@ -96,14 +96,19 @@ def test_image_contract(docker_client, image):
         assert labels[f"org.opencontainers.image.{key}"] not in ("", "unknown"), key
 
 
+def python_facts(served, probe: str) -> dict:
+    """Run a Python probe with the image's own Python in the served container; the JSON it prints."""
+    code, output = served.container.exec_run(["/opt/venv/bin/python3", "-c", probe])
+    assert code == 0, output
+    return json.loads(output)
+
+
 def test_no_shell_no_package_manager_nonroot(served):
     probe = ("import os, shutil, json; dirs = os.environ['PATH'].split(':') + ['/bin', '/sbin'];"
              "names = ['sh', 'bash', 'dash', 'busybox', 'apt', 'apt-get', 'dpkg', 'mawk', 'perl'];"
              "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(),"
              " 'found': [n for n in names if shutil.which(n, path=':'.join(dirs))]}))")
-    code, output = served.container.exec_run(["/opt/venv/bin/python3", "-c", probe])
-    assert code == 0, output
-    facts = json.loads(output)
+    facts = python_facts(served, probe)
     assert facts == {"uid": 65532, "gid": 65532, "found": []}
     code, _ = served.container.exec_run(["/bin/sh", "-c", "true"])
     assert code != 0
@@ -222,9 +227,7 @@ def test_scanners_can_map_files_to_packages(served):
              " != l.split('  ', 1)[0]]\n"
              "    found[os.path.basename(path)] = [len(lines), len(wrong)]\n"
              "print(json.dumps({'md5sums': found, 'control': sorted(os.listdir('/var/lib/dpkg/status.d'))}))")
-    code, output = served.container.exec_run(["/opt/venv/bin/python3", "-c", probe])
-    assert code == 0, output
-    facts = json.loads(output)
+    facts = python_facts(served, probe)
     assert {"libc6.md5sums", "libpython3.13-stdlib.md5sums", "libssl3t64.md5sums"} <= set(facts["md5sums"])
     assert all(count > 0 and wrong == 0 for count, wrong in facts["md5sums"].values()), facts["md5sums"]
     packages = {name for name in facts["control"] if not name.endswith(".md5sums")}
