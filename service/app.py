@@ -35,7 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep responses in the order they are written
 
     bundle = load_bundle(app.config["MODEL_DIR"])
-    predictor = Predictor(bundle, app.config["BATCH_MAX_ROWS"], app.config["BATCH_MAX_WAIT_MS"] / 1000)
+    predictor = Predictor(bundle, app.config["BATCH_MAX_ROWS"], app.config["BATCH_MAX_WAIT_MS"] / 1000,
+                          fast_path=bool(app.config["FAST_PATH"]))
     examples = build_examples(bundle, predictor)  # doubles as the warm-up prediction
     service = ServiceState(bundle=bundle, predictor=predictor, examples=examples)
     app.extensions[EXTENSION] = service
@@ -143,7 +144,8 @@ def metadata() -> Response:
         "sha256": bundle.sha256,
     }
     runtime = {"service_version": __version__, "python": platform.python_version(),
-               "scikit_learn": sklearn.__version__,
+               "scikit_learn": sklearn.__version__, "inference": state().predictor.inference,
+               "micro_batching": state().predictor.batcher is not None,
                "limits": {"max_rows": current_app.config["MAX_ROWS"],
                           "max_body_bytes": current_app.config["MAX_BODY_BYTES"]}}
     return jsonify(card=bundle.card, model=loaded, runtime=runtime)

@@ -20,6 +20,9 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
     "BATCH_MAX_ROWS": ("SERVICE_BATCH_MAX_ROWS", 64, int, "micro-batching: rows per estimator call; 0: off"),
     "BATCH_MAX_WAIT_MS": ("SERVICE_BATCH_MAX_WAIT_MS", 2.0, float,
                           "micro-batching: longest wait of a batch for requests already on their way"),
+    "FAST_PATH": ("SERVICE_FAST_PATH", 1, int,
+                  "1: scikit-learn's compiled routines where they reproduce model.predict bit for bit at start-up; "
+                  "0: always model.predict"),
     "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int, "open connections per worker"),
     "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int, "seconds an idle connection is kept"),
     "REQUEST_TIMEOUT": ("SERVICE_REQUEST_TIMEOUT", 10.0, float,
@@ -30,7 +33,8 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
                       "on SIGTERM: readiness 503 at once, in-flight requests finish, exit within this time"),
     "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR (DEBUG also logs probes)"),
 }
-ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS"}
+ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS", "FAST_PATH"}
+SWITCHES = {"PIN_CPUS", "FAST_PATH"}  # 0 or 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -55,7 +59,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             raise ConfigError(f"{variable}={raw!r} must be zero or more")
         if kind is not str and key not in ZERO_ALLOWED and value <= 0:
             raise ConfigError(f"{variable}={raw!r} must be greater than zero")
-        if key == "PIN_CPUS" and value not in (0, 1):
+        if key in SWITCHES and value not in (0, 1):
             raise ConfigError(f"{variable}={raw!r} must be 0 or 1")
         if key == "LOG_LEVEL" and value.upper() not in LOG_LEVELS:
             raise ConfigError(f"{variable}={raw!r} is not one of {', '.join(LOG_LEVELS)}")

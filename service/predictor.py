@@ -13,10 +13,13 @@ from modelcard.features import Feature
 from .batching import MicroBatcher
 from .bundle import ModelBundle
 from .errors import ApiError
+from .fastpath import Declined, FastPath, Unsupported, compile_model
 
 log = logging.getLogger(__name__)
 Outcome = tuple[np.ndarray, np.ndarray | None]  # predictions, probabilities
-PROBE_ROWS = 32  # rows spread over the card's features, for the start-up batching check
+PROBE_ROWS = 32  # rows spread over the card's features, for the start-up checks (fast path, batching)
+MODEL_PATH = "model.predict"
+FAST_PATH = "fast"
 
 
 def _plain(value: Any) -> Any:
@@ -34,10 +37,14 @@ def probe_value(feature: Feature, rng: np.random.Generator, index: int) -> Any:
 class Predictor:
     """Calls the estimator on rows already validated and ordered like the card's features."""
 
-    def __init__(self, bundle: ModelBundle, batch_max_rows: int = 0, batch_max_wait: float = 0.0):
+    def __init__(self, bundle: ModelBundle, batch_max_rows: int = 0, batch_max_wait: float = 0.0,
+                 fast_path: bool = True):
         self.bundle = bundle
         self.classes = bundle.classes
         self.has_proba = bundle.is_classifier and callable(getattr(bundle.model, "predict_proba", None))
+        self.fast: FastPath | None = None
+        self.inference = self._choose_path(fast_path)
+        log.info("inference: %s (%s)", self.inference["path"], self.inference["why"], extra=self.inference)
         self.batcher: MicroBatcher[Outcome] | None = None
         if batch_max_rows > 1:
             if self._stacking_is_exact():
@@ -47,8 +54,17 @@ class Predictor:
                             "from its answers for the same rows predicted alone")
 
     def infer(self, rows: list[list[Any]]) -> Outcome:
-        """The estimator itself, called once on `rows` (as the array or DataFrame it was fitted on)."""
+        """The answer for `rows`: the fast path when it is on and takes them, else the estimator itself."""
         model_input = self.bundle.to_input(rows)
+        if self.fast is not None:
+            try:
+                return self.fast(model_input)
+            except Exception:  # noqa: BLE001 - Declined, or anything else: the model answers (or says why not)
+                pass
+        return self._model_infer(model_input)
+
+    def _model_infer(self, model_input: Any) -> Outcome:
+        """The estimator itself, called once (on the array or DataFrame it was fitted on)."""
         predictions = np.asarray(self.bundle.model.predict(model_input))
         if predictions.ndim != 1:
             raise TypeError(f"the model answers {predictions.shape[1:]} values per row; only one output per row "
@@ -64,16 +80,42 @@ class Predictor:
         probability_parts = np.split(probabilities, cuts) if probabilities is not None else [None] * len(sizes)
         return list(zip(parts, probability_parts))
 
+    def _probe_rows(self) -> list[list[Any]]:
+        """PROBE_ROWS parsed rows spread over the card's features (nulls now and then where allowed)."""
+        rng = np.random.default_rng(0)
+        return [[f.parse(probe_value(f, rng, i), "probe") for f in self.bundle.features] for i in range(PROBE_ROWS)]
+
+    def _choose_path(self, wanted: bool) -> dict[str, str]:
+        """Switch the fast path on if it exists for this model and reproduces it bit for bit on the probe rows,
+        each alone and all together; what serves the model, and why."""
+        if not wanted:
+            return {"path": MODEL_PATH, "why": "the fast path is switched off (SERVICE_FAST_PATH=0)"}
+        if self.bundle.dataframe or not all(f.numeric for f in self.bundle.features):
+            return {"path": MODEL_PATH, "why": "the fast path takes numeric arrays; this model takes "
+                    + ("a DataFrame" if self.bundle.dataframe else "non-numeric values")}
+        try:
+            fast = compile_model(self.bundle.model, self.has_proba)
+        except Unsupported as exc:
+            return {"path": MODEL_PATH, "why": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - an estimator that does not look the way the fast path reads it
+            return {"path": MODEL_PATH, "why": f"the fast path could not read the model ({type(exc).__name__}: {exc})"}
+        mismatch = _mismatch(fast, self._model_infer, [self.bundle.to_input([row]) for row in self._probe_rows()])
+        if mismatch:
+            return {"path": MODEL_PATH, "why": f"the fast path ({fast.description}) {mismatch}"}
+        self.fast = fast
+        return {"path": FAST_PATH, "estimators": fast.description,
+                "why": f"scikit-learn's compiled routines reproduced model.predict"
+                       f"{' and predict_proba' if self.has_proba else ''} bit for bit on {PROBE_ROWS} probe rows, "
+                       f"alone and together"}
+
     def _stacking_is_exact(self) -> bool:
         """Whether rows predicted together get exactly (bit for bit) the answers they get one by one.
 
         True for the estimators whose rows are independent (trees, ensembles, linear models, pipelines of
         them), checked here on the live model rather than assumed. A model that refuses the probe rows is not
         batched."""
-        rng = np.random.default_rng(0)
-        features = self.bundle.features
         try:
-            rows = [[f.parse(probe_value(f, rng, i), "probe") for f in features] for i in range(PROBE_ROWS)]
+            rows = self._probe_rows()
             together = self._split(self.infer(rows), [1] * PROBE_ROWS)
             alone = [self.infer([row]) for row in rows]
         except Exception as exc:  # noqa: BLE001 - any failure here only means: not batched
@@ -113,3 +155,39 @@ class Predictor:
         if not all(math.isfinite(v) for v in numbers):
             raise ApiError(422, "rejected_by_model", "the model's answer for these values is not a finite number")
         return result
+
+
+def _same(one: Outcome, other: Outcome) -> bool:
+    """Bit for bit: the same dtypes, shapes and values (NaN where the other has NaN)."""
+    for mine, theirs in zip(one, other):
+        if (mine is None) != (theirs is None):
+            return False
+        if mine is not None and (mine.dtype != theirs.dtype or mine.shape != theirs.shape
+                                 or mine.tobytes() != theirs.tobytes()):
+            return False
+    return True
+
+
+def _mismatch(fast: FastPath, model: Any, probes: list[np.ndarray]) -> str:
+    """'' when `fast` gives what `model` gives on every probe it takes, alone and stacked; else what differs."""
+    taken = []
+    for probe in probes:
+        try:
+            mine = fast(probe)
+        except Declined:
+            continue  # the model answers this row itself
+        except Exception as exc:  # noqa: BLE001
+            return f"failed on a probe row ({type(exc).__name__}: {exc})"
+        try:
+            theirs = model(probe)
+        except Exception:  # noqa: BLE001 - the model refuses a row the fast path answers
+            return f"answers a probe row that model.predict refuses: {probe.tolist()}"
+        if not _same(mine, theirs):
+            return f"differs from model.predict on the probe row {probe.tolist()}"
+        taken.append(probe)
+    if not taken:
+        return "declined every probe row"
+    stacked = np.concatenate(taken)
+    if not _same(fast(stacked), model(stacked)):
+        return f"differs from model.predict on the {len(taken)} probe rows predicted together"
+    return ""

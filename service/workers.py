@@ -69,7 +69,8 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
     log.info("model %s %s ready", card["name"], card["version"], extra={
         "model": card["name"], "model_version": card["version"], "sha256": card["artifact"]["sha256"],
         "worker": worker, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)),
-        "micro_batching": service.predictor.batcher is not None, **(decision or {})})
+        "inference": service.predictor.inference["path"], "micro_batching": service.predictor.batcher is not None,
+        **(decision or {})})
     if ready_fd is not None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)

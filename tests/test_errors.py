@@ -113,6 +113,7 @@ def test_values_the_estimator_refuses_are_a_422_not_a_500():
 
 def test_a_non_finite_answer_is_never_sent(client, service, monkeypatch):
     import numpy as np
+    monkeypatch.setattr(service.predictor, "fast", None)  # the model itself answers, and answers NaN
     monkeypatch.setattr(service.bundle.model, "predict", lambda matrix: np.array([np.nan] * len(matrix)))
     monkeypatch.setattr(service.bundle.model, "predict_proba",
                         lambda matrix: np.full((len(matrix), 3), np.nan), raising=False)
