@@ -1,12 +1,15 @@
 """Access logs (JSON, no feature values, probes at DEBUG) and Prometheus metrics (probes not counted)."""
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.logs import JsonFormatter
+from service.logs import FLUSH_SECONDS, BatchedStreamHandler, JsonFormatter, request_id
 
 from .test_api import records_for
 
@@ -45,6 +48,60 @@ def test_the_formatter_escapes_whatever_it_is_given():
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert json.loads(line)["message"] == 'quote " newline \n tab \t \u2028' and json.loads(line)["path"] == '/a"b'
+
+
+def batched(stream) -> logging.Logger:
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"batched-{id(stream)}")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(handler)
+    return logger
+
+
+def test_log_lines_are_written_in_batches_in_order_and_a_warning_at_once():
+    stream = io.StringIO()
+    logger = batched(stream)
+    for index in range(3):
+        logger.info("access %d", index)
+    assert stream.getvalue() == ""  # not one write per line
+    logger.warning("trouble")
+    assert stream.getvalue() == "INFO access 0\nINFO access 1\nINFO access 2\nWARNING trouble\n"
+    logger.info("later")
+    deadline = time.monotonic() + 20 * FLUSH_SECONDS
+    while "later" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(FLUSH_SECONDS / 5)
+    assert stream.getvalue().endswith("INFO later\n")  # the writer thread, within FLUSH_SECONDS
+    logger.info("at shutdown")
+    logger.handlers[0].close()  # what logging.shutdown() does when a worker exits
+    assert stream.getvalue().endswith("INFO at shutdown\n")
+
+
+def test_a_forked_worker_writes_its_own_lines_only(tmp_path):
+    path = tmp_path / "log"
+    with path.open("w", buffering=1) as stream:
+        logger = batched(stream)
+        logger.info("parent, before the fork")
+        pid = os.fork()
+        if pid == 0:
+            logger.info("child")
+            logging.shutdown()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        logger.handlers[0].close()
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == ["INFO child", "INFO parent, before the fork"]
+
+
+def test_new_request_ids_are_unique_across_workers(tmp_path):
+    ids = [request_id("") for _ in range(1000)]
+    pid = os.fork()
+    if pid == 0:
+        (tmp_path / "child").write_text("\n".join(request_id("") for _ in range(1000)))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    ids += (tmp_path / "child").read_text().split()
+    assert len(set(ids)) == 2000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
 def samples(client) -> dict:

@@ -22,15 +22,19 @@ def test_bench_runs_end_to_end(image, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(stem.with_suffix(".json").read_text())
-    servers = {(run["server"], run["route"]) for run in results["runs"]}
-    assert {"this image", "from source", "MLServer 1.7.1", "book-style Flask"} == {s for s, _ in servers}
+    servers = {(run["model"], run["server"]) for run in results["runs"]}
+    assert servers == {("diabetes", "this image"), ("diabetes", "from source"), ("diabetes", "MLServer 1.7.1"),
+                       ("diabetes", "book-style Flask"), ("houses", "this image"), ("houses", "MLServer 1.7.1")}
     for run in results["runs"]:
         assert [load["concurrency"] for load in run["loads"]] == [1, 32]
         if "identical_to_model" in run:
             assert run["identical_to_model"], run
         if run["server"] != "book-style Flask":  # it may finish nothing in a 1 s run at 32 connections
             assert all(load["requests"] > 0 and load["errors"] == 0 for load in run["loads"]), run
-    assert len(results["mlserver_configurations"]) == 6
+    assert len(results["mlserver_configurations"]) == 12  # six settings for each model
     assert [goal["goal"] for goal in results["goals"]][0].startswith("/predict at least 3x")
     assert result.stdout.startswith("Requests/s by concurrency")  # stdout carries the table only
     assert stem.with_suffix(".png").stat().st_size > 10_000
+    assert stem.with_name("bench-latency.png").stat().st_size > 10_000
+    assert all(load["p999_ms"] is not None for run in results["runs"] if run["server"] != "book-style Flask"
+               for load in run["loads"])
