@@ -3,7 +3,9 @@
 A scikit-learn call spends most of a one-row prediction on checks the service has already made (dtype, shape,
 feature names, finiteness) and on dispatch; the arithmetic is a small part. `compile_model` turns a fitted model
 into the same arithmetic without those checks, for the families users ship: pipelines of scalers and numeric
-imputers ending in a linear model, a tree, a forest or gradient boosting (both kinds). It raises `Unsupported`
+imputers ending in a linear model, a tree, a forest or gradient boosting (both kinds), and, for a model fitted on
+a DataFrame, the same behind a ColumnTransformer of imputers, one-hot encoders and passthrough columns (text and
+missing values included; `compile_frame_model`). It raises `Unsupported`
 (with the reason) for anything else. The Predictor switches it on only after it has reproduced `model.predict`
 and `predict_proba` bit for bit on probe rows, and still sends to `model.predict` every row the fast path cannot
 take (values that are not finite where the estimator needs them finite, or overflow float32 for the trees), so
@@ -273,6 +275,136 @@ def _final(model: Any, want_proba: bool) -> Callable[[np.ndarray], Outcome]:
     if _exact_type(model, *LINEAR_CLASSIFIERS):
         return _linear_classifier(model, want_proba)
     raise Unsupported(f"no fast path for {name}")
+
+
+# Models fitted on a DataFrame: a ColumnTransformer first, fed with the rows' values column by column (what the
+# service's DataFrame would hold: None is missing, as pandas' text columns make it NaN), then the array path.
+
+Columns = list[tuple[Any, ...]]  # the values of each selected column, in row order
+
+
+def _floats(columns: Columns) -> np.ndarray:
+    """Columns of numbers or booleans as the float64 matrix (rows by columns) scikit-learn converts them to."""
+    return np.array([[np.nan if value is None else value for value in column] for column in columns],
+                    dtype=np.float64).T
+
+
+def _objects(columns: Columns) -> np.ndarray:
+    matrix = np.empty((len(columns[0]), len(columns)), dtype=object)
+    for index, column in enumerate(columns):
+        matrix[:, index] = [np.nan if value is None else value for value in column]
+    return matrix
+
+
+def _missing(matrix: np.ndarray) -> np.ndarray:
+    return matrix != matrix  # NaN only: scikit-learn's own test for NaN in an object array
+
+
+def _object_imputer(imputer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    statistics = np.asarray(imputer.statistics_, dtype=object)
+    if imputer.add_indicator or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values)):
+        raise Unsupported("SimpleImputer on text with an indicator or other missing values than NaN")
+    if any(value is None or value != value for value in statistics):
+        raise Unsupported("SimpleImputer with a column it drops")
+
+    def transform(matrix: np.ndarray) -> np.ndarray:
+        return np.where(_missing(matrix), statistics, matrix)
+    return transform
+
+
+def _one_hot(encoder: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if encoder.drop_idx_ is not None or getattr(encoder, "_infrequent_enabled", False):
+        raise Unsupported("OneHotEncoder with drop or infrequent categories")
+    if encoder.handle_unknown not in ("error", "ignore"):
+        raise Unsupported(f"OneHotEncoder(handle_unknown={encoder.handle_unknown!r})")
+    lookups = []
+    for categories in encoder.categories_:
+        known = {value: index for index, value in enumerate(categories) if value == value}
+        nan_index = next((index for index, value in enumerate(categories) if value != value), None)
+        lookups.append((known, nan_index))
+    offsets = np.cumsum([0] + [len(categories) for categories in encoder.categories_])
+    dtype = encoder.dtype
+
+    def transform(matrix: np.ndarray) -> np.ndarray:
+        encoded = np.zeros((matrix.shape[0], offsets[-1]), dtype=dtype)
+        for column, (known, nan_index) in enumerate(lookups):
+            for row, value in enumerate(matrix[:, column]):
+                index = nan_index if value != value else known.get(value)
+                if index is None:
+                    if encoder.handle_unknown == "error":
+                        raise Declined("a category the encoder has not seen")  # the model says which
+                    continue
+                encoded[row, offsets[column] + index] = 1
+        return encoded
+    return transform
+
+
+def _identity(transformer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if transformer.func is not None:
+        raise Unsupported("FunctionTransformer with a function")
+    return lambda matrix: matrix
+
+
+def _column_steps(transformer: Any) -> tuple[bool, list[Callable[[np.ndarray], np.ndarray]], list[str]]:
+    """Whether the block starts as text (objects), and its steps as functions of a 2-D array."""
+    steps = [step for _, step in transformer.steps] if _exact_type(transformer, "Pipeline") else [transformer]
+    text = False
+    functions, names = [], []
+    for position, step in enumerate(steps):
+        name = _named(step)
+        statistics = getattr(step, "statistics_", None)
+        if _exact_type(step, "SimpleImputer") and statistics is not None and statistics.dtype == object:
+            text = text or position == 0
+            functions.append(_object_imputer(step))
+        elif _exact_type(step, "OneHotEncoder"):
+            text = text or position == 0
+            functions.append(_one_hot(step))
+        elif _exact_type(step, "FunctionTransformer"):
+            functions.append(_identity(step))
+        elif _exact_type(step, *TRANSFORMS):
+            functions.append(TRANSFORMS[name](step))
+        else:
+            raise Unsupported(f"no fast path for the step {name}")
+        names.append(name)
+    return text, functions, names
+
+
+def _column_transformer(transformer: Any) -> tuple[Callable[[list[list[Any]]], np.ndarray], list[str]]:
+    """The ColumnTransformer as a function of rows: each block's columns through its steps, side by side."""
+    blocks = []
+    names = []
+    for name, step, _ in transformer.transformers_:
+        columns = transformer._transformer_to_input_indices[name]
+        if (isinstance(step, str) and step == "drop") or not columns:
+            continue
+        if isinstance(step, str):
+            raise Unsupported(f"ColumnTransformer step {step!r}")
+        text, functions, step_names = _column_steps(step)
+        blocks.append((columns, text, functions))
+        names.append("+".join(step_names))
+
+    def transform(rows: list[list[Any]]) -> np.ndarray:
+        values = list(zip(*rows))
+        parts = []
+        for columns, text, functions in blocks:
+            selected = [values[column] for column in columns]
+            matrix = _objects(selected) if text else _floats(selected)
+            for function in functions:
+                matrix = function(matrix)
+            parts.append(matrix)
+        return np.ascontiguousarray(np.hstack(parts), dtype=np.float64)
+    return transform, [f"ColumnTransformer({', '.join(names)})"]
+
+
+def compile_frame_model(model: Any, want_proba: bool) -> FastPath:
+    """The fast path for a Pipeline fitted on a DataFrame: a ColumnTransformer, then what compile_model takes.
+    It takes the rows' values (in the card's feature order, None for missing); Unsupported otherwise."""
+    if not _exact_type(model, "Pipeline") or not _exact_type(model.steps[0][1], "ColumnTransformer"):
+        raise Unsupported("a model fitted on a DataFrame gets the fast path only as a Pipeline that starts with a "
+                          "ColumnTransformer")
+    first, first_names = _column_transformer(model.steps[0][1])
+    rest = compile_model(model[1:], want_proba)
+    return FastPath((first, *rest.steps), rest.final, (*first_names, *rest.names))
 
 
 def compile_model(model: Any, want_proba: bool) -> FastPath:

@@ -13,7 +13,7 @@ from modelcard.features import Feature
 from .batching import MicroBatcher
 from .bundle import ModelBundle
 from .errors import ApiError
-from .fastpath import Declined, FastPath, Unsupported, compile_model
+from .fastpath import Declined, FastPath, Unsupported, compile_frame_model, compile_model
 
 log = logging.getLogger(__name__)
 Outcome = tuple[np.ndarray, np.ndarray | None]  # predictions, probabilities
@@ -55,13 +55,16 @@ class Predictor:
 
     def infer(self, rows: list[list[Any]]) -> Outcome:
         """The answer for `rows`: the fast path when it is on and takes them, else the estimator itself."""
-        model_input = self.bundle.to_input(rows)
         if self.fast is not None:
             try:
-                return self.fast(model_input)
+                return self.fast(self._fast_input(rows))
             except Exception:  # noqa: BLE001 - Declined, or anything else: the model answers (or says why not)
                 pass
-        return self._model_infer(model_input)
+        return self._model_infer(self.bundle.to_input(rows))
+
+    def _fast_input(self, rows: list[list[Any]]) -> Any:
+        """What the fast path takes: the rows themselves for a DataFrame model, else the float64 array."""
+        return rows if self.bundle.dataframe else self.bundle.to_input(rows)
 
     def _model_infer(self, model_input: Any) -> Outcome:
         """The estimator itself, called once (on the array or DataFrame it was fitted on)."""
@@ -90,16 +93,17 @@ class Predictor:
         each alone and all together; what serves the model, and why."""
         if not wanted:
             return {"path": MODEL_PATH, "why": "the fast path is switched off (SERVICE_FAST_PATH=0)"}
-        if self.bundle.dataframe or not all(f.numeric for f in self.bundle.features):
-            return {"path": MODEL_PATH, "why": "the fast path takes numeric arrays; this model takes "
-                    + ("a DataFrame" if self.bundle.dataframe else "non-numeric values")}
+        if not self.bundle.dataframe and not all(f.numeric for f in self.bundle.features):
+            return {"path": MODEL_PATH, "why": "the fast path takes numbers, or a DataFrame; this model takes an "
+                                               "array of text"}
         try:
-            fast = compile_model(self.bundle.model, self.has_proba)
+            compile_for = compile_frame_model if self.bundle.dataframe else compile_model
+            fast = compile_for(self.bundle.model, self.has_proba)
         except Unsupported as exc:
             return {"path": MODEL_PATH, "why": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an estimator that does not look the way the fast path reads it
             return {"path": MODEL_PATH, "why": f"the fast path could not read the model ({type(exc).__name__}: {exc})"}
-        mismatch = _mismatch(fast, self._model_infer, [self.bundle.to_input([row]) for row in self._probe_rows()])
+        mismatch = _mismatch(fast, self, self._probe_rows())
         if mismatch:
             return {"path": MODEL_PATH, "why": f"the fast path ({fast.description}) {mismatch}"}
         self.fast = fast
@@ -168,26 +172,28 @@ def _same(one: Outcome, other: Outcome) -> bool:
     return True
 
 
-def _mismatch(fast: FastPath, model: Any, probes: list[np.ndarray]) -> str:
-    """'' when `fast` gives what `model` gives on every probe it takes, alone and stacked; else what differs."""
+def _mismatch(fast: FastPath, predictor: Predictor, rows: list[list[Any]]) -> str:
+    """'' when `fast` gives what the model gives on every probe row it takes, alone and stacked; else what differs."""
+    def model(chosen: list[list[Any]]) -> Outcome:
+        return predictor._model_infer(predictor.bundle.to_input(chosen))
+
     taken = []
-    for probe in probes:
+    for row in rows:
         try:
-            mine = fast(probe)
+            mine = fast(predictor._fast_input([row]))
         except Declined:
             continue  # the model answers this row itself
         except Exception as exc:  # noqa: BLE001
             return f"failed on a probe row ({type(exc).__name__}: {exc})"
         try:
-            theirs = model(probe)
+            theirs = model([row])
         except Exception:  # noqa: BLE001 - the model refuses a row the fast path answers
-            return f"answers a probe row that model.predict refuses: {probe.tolist()}"
+            return f"answers a probe row that model.predict refuses: {row}"
         if not _same(mine, theirs):
-            return f"differs from model.predict on the probe row {probe.tolist()}"
-        taken.append(probe)
+            return f"differs from model.predict on the probe row {row}"
+        taken.append(row)
     if not taken:
         return "declined every probe row"
-    stacked = np.concatenate(taken)
-    if not _same(fast(stacked), model(stacked)):
+    if not _same(fast(predictor._fast_input(taken)), model(taken)):
         return f"differs from model.predict on the {len(taken)} probe rows predicted together"
     return ""

@@ -228,3 +228,14 @@ def test_a_model_with_several_outputs_per_row_is_refused_in_one_line(tmp_path):
     with pytest.raises(DeriveError, match=r"the model fails on a typical record: it answers \(2,\) values per row, "
                                           r"and only one output per row is served"):
         derive_card(tmp_path / "two.joblib")
+
+
+def test_which_bring_your_own_models_get_the_fast_path(apps):
+    """LightGBM, a user's own transformer first in its pipeline and HistGradientBoosting on pandas categoricals
+    stay on model.predict, with the reason; the forest on text and the linear model on an array take the fast
+    path."""
+    paths = {kind: app.extensions[EXTENSION].predictor.inference for kind, app in apps.items()}
+    assert {kind: inference["path"] for kind, inference in paths.items()} == {
+        "forest": "fast", "linear": "fast", "boosting": "model.predict", "own": "model.predict", "lightgbm": "model.predict"}
+    assert paths["boosting"]["why"] == paths["lightgbm"]["why"] == paths["own"]["why"] == (
+        "a model fitted on a DataFrame gets the fast path only as a Pipeline that starts with a ColumnTransformer")

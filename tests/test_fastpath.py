@@ -233,3 +233,27 @@ def test_the_default_bundles_are_served_by_the_fast_path():
     from .conftest import BUNDLES
     for folder in BUNDLES.values():
         assert Predictor(load_bundle(folder)).inference["path"] == FAST_PATH
+
+
+def test_a_dataframe_pipeline_with_text_and_nulls_gets_the_fast_path_bit_for_bit(tmp_path):
+    """The benchmark's bring-your-own model: a ColumnTransformer (imputers, a one-hot encoder on text) and a
+    forest, fitted on a DataFrame; held-out rows with missing text and numbers, predicted alone and together."""
+    from benchmark.houses import forest_on_strings
+    model, sample, held_out = forest_on_strings()
+    joblib.dump(model, tmp_path / "model.joblib")
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    derive_bundle(tmp_path / "model.joblib", tmp_path / "bundle", tmp_path / "sample.csv")
+    predictor = Predictor(load_bundle(tmp_path / "bundle"), batch_max_rows=64)
+    assert predictor.inference["path"] == FAST_PATH, predictor.inference
+    assert predictor.inference["estimators"].startswith("ColumnTransformer(SimpleImputer+OneHotEncoder")
+    assert held_out.isna().any().any()
+    records = held_out.astype(object).where(held_out.notna(), None).to_dict("records")
+    rows = [[feature.parse(record[feature.name], "row") for feature in predictor.bundle.features]
+            for record in records]
+    together = predictor.predict(rows)["predictions"]
+    alone = [predictor.predict([row])["predictions"][0] for row in rows]
+    assert together == alone == model.predict(held_out).tolist()
+    unknown = [[feature.parse("paris", "row") if feature.name == "city" else row_value
+                for feature, row_value in zip(predictor.bundle.features, rows[0])]]
+    assert predictor.predict(unknown)["predictions"] == model.predict(predictor.bundle.to_input(unknown)).tolist()
+
