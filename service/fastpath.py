@@ -31,9 +31,10 @@ class Declined(Exception):
 
 @dataclass(frozen=True)
 class FastPath:
-    """Transform steps then a final estimator, each a plain function of a 2-D array."""
+    """Transform steps then a final estimator, each a plain function of a 2-D array (the first step of a
+    DataFrame model's path takes the rows' values)."""
 
-    steps: tuple[Callable[[np.ndarray], np.ndarray], ...]
+    steps: tuple[Callable[[Any], np.ndarray], ...]
     final: Callable[[np.ndarray], Outcome]
     names: tuple[str, ...]
 
@@ -41,11 +42,12 @@ class FastPath:
     def description(self) -> str:
         return " -> ".join(self.names)
 
-    def __call__(self, matrix: np.ndarray) -> Outcome:
-        """The model's answer for `matrix` (float64, rows by features); Declined for rows it cannot take."""
+    def __call__(self, data: Any) -> Outcome:
+        """The model's answer for `data` (a float64 matrix, rows by features, or a DataFrame model's rows);
+        Declined for rows it cannot take."""
         for step in self.steps:
-            matrix = step(matrix)
-        return self.final(matrix)
+            data = step(data)
+        return self.final(data)
 
 
 def _finite(matrix: np.ndarray, allow_nan: bool = False) -> np.ndarray:

@@ -103,7 +103,7 @@ class Predictor:
             return {"path": MODEL_PATH, "why": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an estimator that does not look the way the fast path reads it
             return {"path": MODEL_PATH, "why": f"the fast path could not read the model ({type(exc).__name__}: {exc})"}
-        mismatch = _mismatch(fast, self, self._probe_rows())
+        mismatch = self._mismatch(fast, self._probe_rows())
         if mismatch:
             return {"path": MODEL_PATH, "why": f"the fast path ({fast.description}) {mismatch}"}
         self.fast = fast
@@ -111,6 +111,35 @@ class Predictor:
                 "why": f"scikit-learn's compiled routines reproduced model.predict"
                        f"{' and predict_proba' if self.has_proba else ''} bit for bit on {PROBE_ROWS} probe rows, "
                        f"alone and together"}
+
+    def _mismatch(self, fast: FastPath, rows: list[list[Any]]) -> str:
+        """'' when `fast` gives what the model gives on every probe row it takes, alone and stacked; else what
+        differs."""
+        def model(chosen: list[list[Any]]) -> Outcome:
+            return self._model_infer(self.bundle.to_input(chosen))
+
+        taken = []
+        for row in rows:
+            try:
+                mine = fast(self._fast_input([row]))
+            except Declined:
+                continue  # the model answers this row itself
+            except Exception as exc:  # noqa: BLE001 - a fast path that fails is not used
+                return f"failed on a probe row ({type(exc).__name__}: {exc})"
+            try:
+                theirs = model([row])
+            except Exception:  # noqa: BLE001 - the model refuses a row the fast path answers
+                return f"answers a probe row that model.predict refuses: {row}"
+            if not _same(mine, theirs):
+                return f"differs from model.predict on the probe row {row}"
+            taken.append(row)
+        if not taken:
+            return "declined every probe row"
+        try:
+            same = _same(fast(self._fast_input(taken)), model(taken))
+        except Exception as exc:  # noqa: BLE001
+            return f"failed on the probe rows predicted together ({type(exc).__name__}: {exc})"
+        return "" if same else f"differs from model.predict on the {len(taken)} probe rows predicted together"
 
     def _stacking_is_exact(self) -> bool:
         """Whether rows predicted together get exactly (bit for bit) the answers they get one by one.
@@ -171,29 +200,3 @@ def _same(one: Outcome, other: Outcome) -> bool:
             return False
     return True
 
-
-def _mismatch(fast: FastPath, predictor: Predictor, rows: list[list[Any]]) -> str:
-    """'' when `fast` gives what the model gives on every probe row it takes, alone and stacked; else what differs."""
-    def model(chosen: list[list[Any]]) -> Outcome:
-        return predictor._model_infer(predictor.bundle.to_input(chosen))
-
-    taken = []
-    for row in rows:
-        try:
-            mine = fast(predictor._fast_input([row]))
-        except Declined:
-            continue  # the model answers this row itself
-        except Exception as exc:  # noqa: BLE001
-            return f"failed on a probe row ({type(exc).__name__}: {exc})"
-        try:
-            theirs = model([row])
-        except Exception:  # noqa: BLE001 - the model refuses a row the fast path answers
-            return f"answers a probe row that model.predict refuses: {row}"
-        if not _same(mine, theirs):
-            return f"differs from model.predict on the probe row {row}"
-        taken.append(row)
-    if not taken:
-        return "declined every probe row"
-    if not _same(fast(predictor._fast_input(taken)), model(taken)):
-        return f"differs from model.predict on the {len(taken)} probe rows predicted together"
-    return ""
