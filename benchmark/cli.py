@@ -230,20 +230,24 @@ def book(args: argparse.Namespace, subject: Subject) -> list[dict[str, Any]]:
     return finish(server, [measure(server, route, args, subject)], "book: 1.15 GB; student: about 680 MB")
 
 
-def goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def goals(runs: list[dict[str, Any]], tried: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals at 32 connections. MLServer's best is the most it did at 32 connections in this run:
+    its measured best configuration, or any configuration of the sweep if that did more."""
     def at32(model: str, server: str, route: str) -> dict[str, Any]:
         run = next(r for r in runs if (r["model"], r["server"], r["route"]) == (model, server, route))
         return next(load for load in run["loads"] if load["concurrency"] == 32)
 
+    def mlserver_best(model: str) -> float:
+        swept = [t["requests_per_second"] for t in tried if t["model"] == model and t["errors"] == 0]
+        return max([at32(model, "MLServer 1.7.1", "POST /v2/.../infer")["requests_per_second"], *swept])
+
     ours = at32("diabetes", "this image", "POST /predict")
     noop = at32("diabetes", "this image", "GET /health/live (no-op)")
-    theirs = at32("diabetes", "MLServer 1.7.1", "POST /v2/.../infer")
     byo = at32("houses", "this image", "POST /predict")
-    byo_theirs = at32("houses", "MLServer 1.7.1", "POST /v2/.../infer")
     cold = next(r for r in runs if r["server"] == "this image")["cold_start_s"]
-    speedup = ours["requests_per_second"] / theirs["requests_per_second"]
+    speedup = ours["requests_per_second"] / mlserver_best("diabetes")
     share = ours["requests_per_second"] / noop["requests_per_second"]
-    byo_speedup = byo["requests_per_second"] / byo_theirs["requests_per_second"]
+    byo_speedup = byo["requests_per_second"] / mlserver_best("houses")
     return [
         {"goal": "/predict at least 3x MLServer's best", "measured": f"{speedup:.2f}x", "met": speedup >= 3},
         {"goal": "/predict at least 80% of the no-op route", "measured": f"{share:.0%}", "met": share >= 0.8},
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                    for subject in (default, byo)},
         "cpus": len(os.sched_getaffinity(0)), "seconds": args.seconds, "concurrency": args.concurrency,
         "load_generator": "wrk 4.1.0 (Debian), keep-alive, loopback", "runs": runs,
-        "mlserver_configurations": tried + byo_tried, "goals": goals(runs),
+        "mlserver_configurations": tried + byo_tried, "goals": goals(runs, tried + byo_tried),
         "notes": [
             "Every server answers the same one-row request; each answer was checked against model.predict.",
             "The load generator runs on the same CPUs as the servers, as a client on the same host would.",
