@@ -1,5 +1,6 @@
 """`scripts/bench.py` end to end with short runs: the image, the service from source, MLServer (its own venv from
-PyPI, the configuration sweep) and the book-style app all answer the model's prediction, and the reports exist.
+PyPI, the configuration sweep) and the book-style app all answer the default model's prediction, this image and
+MLServer the bring-your-own DataFrame pipeline's, and the reports exist.
 Speeds are not asserted here: that is the benchmark's job, not a test's."""
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def test_bench_runs_end_to_end(image, tmp_path):
             assert all(load["requests"] > 0 and load["errors"] == 0 for load in run["loads"]), run
     assert len(results["mlserver_configurations"]) == 12  # six settings for each model
     assert [goal["goal"] for goal in results["goals"]][0].startswith("/predict at least 3x")
-    assert result.stdout.startswith("Requests/s by concurrency")  # stdout carries the table only
+    assert result.stdout.startswith("**default model:")  # stdout carries the tables only
+    assert "Requests/s by concurrency" in result.stdout and "p50 / p90 / p99 / p99.9" in result.stdout
     assert stem.with_suffix(".png").stat().st_size > 10_000
     assert stem.with_name("bench-latency.png").stat().st_size > 10_000
     assert all(load["p999_ms"] is not None for run in results["runs"] if run["server"] != "book-style Flask"
