@@ -29,12 +29,13 @@ REMEMBERED_WARNINGS = 1024  # distinct warnings logged once each; past this many
 _warned: set[tuple[str, str]] = set()
 
 
-FLUSH_SECONDS = 0.05  # INFO lines (the access log) wait at most this long to be written, in one write
+FLUSH_SECONDS = 0.05  # access lines wait at most this long to be written, many in one write
 
 
 class BatchedStreamHandler(logging.StreamHandler):
-    """Lines formatted on the caller's thread, written in batches: a WARNING or worse at once (with everything
-    before it), the rest by a writer thread within FLUSH_SECONDS, and at shutdown (logging.shutdown flushes).
+    """Lines formatted on the caller's thread; access lines below WARNING written in batches, by a writer thread
+    within FLUSH_SECONDS or at shutdown (logging.shutdown flushes); any other line at once, with everything
+    before it (start-up, readiness and shutdown lines are not delayed).
 
     One write per line costs a request more than formatting it: a system call, the GIL handed over and taken
     back, and a wake-up of the container runtime that reads the pipe. Order is kept; a forked worker starts
@@ -73,7 +74,7 @@ class BatchedStreamHandler(logging.StreamHandler):
             self.handleError(record)
             return
         self.pending.append(line)  # emit() runs under the handler's lock
-        if record.levelno >= logging.WARNING:
+        if record.levelno >= logging.WARNING or record.name != ACCESS.name:
             self.flush()
 
     def flush(self) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.logs import FLUSH_SECONDS, BatchedStreamHandler, JsonFormatter, request_id
@@ -51,15 +52,33 @@ def test_the_formatter_escapes_whatever_it_is_given():
 
 
 def batched(stream) -> logging.Logger:
+    """The access logger, writing through a BatchedStreamHandler to `stream` only."""
     handler = BatchedStreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger(f"batched-{id(stream)}")
-    logger.propagate, logger.level = False, logging.INFO
+    logger = logging.getLogger("service.access")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     return logger
 
 
-def test_log_lines_are_written_in_batches_in_order_and_a_warning_at_once():
+@pytest.fixture()
+def access_logger():
+    logger = logging.getLogger("service.access")
+    saved = (logger.propagate, logger.level, list(logger.handlers))
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = saved[0]
+    logger.setLevel(saved[1])
+    for handler in saved[2]:
+        logger.addHandler(handler)
+
+
+def test_access_lines_are_written_in_batches_in_order_and_a_warning_at_once(access_logger):
     stream = io.StringIO()
     logger = batched(stream)
     for index in range(3):
@@ -67,6 +86,10 @@ def test_log_lines_are_written_in_batches_in_order_and_a_warning_at_once():
     assert stream.getvalue() == ""  # not one write per line
     logger.warning("trouble")
     assert stream.getvalue() == "INFO access 0\nINFO access 1\nINFO access 2\nWARNING trouble\n"
+    logger.info("pending")
+    other = logging.LogRecord("service", logging.INFO, __file__, 1, "model ready", None, None)
+    logger.handlers[0].handle(other)  # any other logger's line: at once, after what was pending
+    assert stream.getvalue().endswith("INFO pending\nINFO model ready\n")
     logger.info("later")
     deadline = time.monotonic() + 20 * FLUSH_SECONDS
     while "later" not in stream.getvalue() and time.monotonic() < deadline:
@@ -77,7 +100,7 @@ def test_log_lines_are_written_in_batches_in_order_and_a_warning_at_once():
     assert stream.getvalue().endswith("INFO at shutdown\n")
 
 
-def test_a_forked_worker_writes_its_own_lines_only(tmp_path):
+def test_a_forked_worker_writes_its_own_lines_only(tmp_path, access_logger):
     path = tmp_path / "log"
     with path.open("w", buffering=1) as stream:
         logger = batched(stream)
