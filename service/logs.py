@@ -78,15 +78,20 @@ class BatchedStreamHandler(logging.StreamHandler):
             self.flush()
 
     def flush(self) -> None:
-        with self.writing:
-            with self.lock:  # type: ignore[union-attr] - created by Handler.__init__
-                lines, self.pending = self.pending, []
+        # The handler's lock, then `writing`: the order emit() takes them in (Handler.handle holds the lock), so
+        # the writer thread and a request thread never wait for each other. `writing` is taken before the lock
+        # is let go, so batches are written in the order they were taken.
+        with self.lock:  # type: ignore[union-attr] - created by Handler.__init__
+            lines, self.pending = self.pending, []
+            self.writing.acquire()
+        try:
             if lines and self.stream is not None:
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
-                    self.stream.flush()
-                except (OSError, ValueError):  # the stream is closed or gone: nowhere left to write
-                    pass
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+        except (OSError, ValueError):  # the stream is closed or gone: nowhere left to write
+            pass
+        finally:
+            self.writing.release()
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 
 import pytest
@@ -98,6 +99,31 @@ def test_access_lines_are_written_in_batches_in_order_and_a_warning_at_once(acce
     logger.info("at shutdown")
     logger.handlers[0].close()  # what logging.shutdown() does when a worker exits
     assert stream.getvalue().endswith("INFO at shutdown\n")
+
+
+def test_a_line_written_at_once_never_deadlocks_with_the_writer_thread(access_logger):
+    """A request thread holds the handler's lock while it formats a line and then writes it at once; the writer
+    thread wakes meanwhile. Both take the handler's two locks in the same order, so neither waits forever."""
+    formatting = threading.Event()
+    release = threading.Event()
+
+    class Slow(logging.Formatter):
+        def format(self, record):
+            if record.getMessage() == "slow":
+                formatting.set()
+                release.wait(5)
+            return super().format(record)
+
+    stream = io.StringIO()
+    logger = batched(stream)
+    logger.handlers[0].setFormatter(Slow("%(levelname)s %(message)s"))
+    thread = threading.Thread(target=logger.warning, args=("slow",), daemon=True)
+    thread.start()
+    assert formatting.wait(5)
+    time.sleep(4 * FLUSH_SECONDS)  # the writer thread wakes and flushes while the lock is held
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive() and stream.getvalue() == "WARNING slow\n"
 
 
 def test_a_forked_worker_writes_its_own_lines_only(tmp_path, access_logger):
