@@ -112,11 +112,17 @@ def _max_abs_scaler(scaler: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _simple_imputer(imputer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """NaN replaced by the fitted statistics: numbers in a float64 matrix, or text in an object one (a
+    DataFrame's text columns, see _column_steps)."""
     statistics = np.asarray(imputer.statistics_)
     if imputer.add_indicator:
         raise Unsupported("SimpleImputer(add_indicator=True)")
     if not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values)):
         raise Unsupported(f"SimpleImputer(missing_values={imputer.missing_values!r}) (only NaN)")
+    if statistics.dtype == object:
+        if any(value is None or value != value for value in statistics):
+            raise Unsupported("SimpleImputer with a column it drops")
+        return lambda matrix: np.where(_missing(matrix), statistics, matrix)
     if statistics.dtype.kind != "f" or np.isnan(statistics).any():
         raise Unsupported("SimpleImputer with a column it drops or a non-numeric statistic")
 
@@ -302,18 +308,6 @@ def _missing(matrix: np.ndarray) -> np.ndarray:
     return matrix != matrix  # NaN only: scikit-learn's own test for NaN in an object array
 
 
-def _object_imputer(imputer: Any) -> Callable[[np.ndarray], np.ndarray]:
-    statistics = np.asarray(imputer.statistics_, dtype=object)
-    if imputer.add_indicator or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values)):
-        raise Unsupported("SimpleImputer on text with an indicator or other missing values than NaN")
-    if any(value is None or value != value for value in statistics):
-        raise Unsupported("SimpleImputer with a column it drops")
-
-    def transform(matrix: np.ndarray) -> np.ndarray:
-        return np.where(_missing(matrix), statistics, matrix)
-    return transform
-
-
 def _one_hot(encoder: Any) -> Callable[[np.ndarray], np.ndarray]:
     if encoder.drop_idx_ is not None or getattr(encoder, "_infrequent_enabled", False):
         raise Unsupported("OneHotEncoder with drop or infrequent categories")
@@ -350,16 +344,13 @@ def _identity(transformer: Any) -> Callable[[np.ndarray], np.ndarray]:
 def _column_steps(transformer: Any) -> tuple[bool, list[Callable[[np.ndarray], np.ndarray]], list[str]]:
     """Whether the block starts as text (objects), and its steps as functions of a 2-D array."""
     steps = [step for _, step in transformer.steps] if _exact_type(transformer, "Pipeline") else [transformer]
-    text = False
+    first = steps[0]
+    text = _exact_type(first, "OneHotEncoder") or (
+        _exact_type(first, "SimpleImputer") and np.asarray(first.statistics_).dtype == object)
     functions, names = [], []
-    for position, step in enumerate(steps):
+    for step in steps:
         name = _named(step)
-        statistics = getattr(step, "statistics_", None)
-        if _exact_type(step, "SimpleImputer") and statistics is not None and statistics.dtype == object:
-            text = text or position == 0
-            functions.append(_object_imputer(step))
-        elif _exact_type(step, "OneHotEncoder"):
-            text = text or position == 0
+        if _exact_type(step, "OneHotEncoder"):
             functions.append(_one_hot(step))
         elif _exact_type(step, "FunctionTransformer"):
             functions.append(_identity(step))
