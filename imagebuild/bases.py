@@ -7,7 +7,6 @@ Each is tagged with the key of its lock section, so an engine that has it alread
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import ROOT, BuildError
+from . import ROOT, BuildError, archive
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
                           resolve_section, section_key, sha256_file, verify_debs)
 from .progress import say
@@ -32,29 +31,16 @@ RUNTIME_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 def _docker_archive(layers: list[tuple[str, Path]], reference: str, out: Path, section: str) -> None:
     """A `docker load` archive with the distroless python3 :nonroot configuration, created at the epoch."""
-    diff_ids, history = [], []
-    with tarfile.open(out, "w") as archive:
-        names = []
-        for group, path in layers:
-            digest = sha256_file(path)
-            diff_ids.append(f"sha256:{digest}")
-            history.append({"created": EPOCH, "created_by": f"debian {SUITE} packages: {group} ({section})"})
-            names.append(f"{digest}/layer.tar")
-            archive.add(path, arcname=names[-1])
-        config = {
-            "architecture": "amd64", "os": "linux", "created": EPOCH,
-            "config": {"Env": RUNTIME_ENV, "Entrypoint": [PYTHON], "User": f"{NONROOT}",
-                       "WorkingDir": "/home/nonroot", "Labels": {"base.lock": section}},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": history,
-        }
-        config_bytes = json.dumps(config, sort_keys=True).encode()
-        config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-        manifest = json.dumps([{"Config": config_name, "RepoTags": [reference], "Layers": names}]).encode()
-        for name, data in ((config_name, config_bytes), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+    digests = [(group, f"sha256:{sha256_file(path)}", path) for group, path in layers]
+    config = {
+        "architecture": "amd64", "os": "linux", "created": EPOCH,
+        "config": {"Env": RUNTIME_ENV, "Entrypoint": [PYTHON], "User": f"{NONROOT}",
+                   "WorkingDir": "/home/nonroot", "Labels": {"base.lock": section}},
+        "rootfs": {"type": "layers", "diff_ids": [digest for _, digest, _ in digests]},
+        "history": [{"created": EPOCH, "created_by": f"debian {SUITE} packages: {group} ({section})"}
+                    for group, _, _ in digests],
+    }
+    archive.write(out, config, [(digest, path) for _, digest, path in digests], reference)
 
 
 def _image_exists(client: Any, reference: str) -> bool:
@@ -135,9 +121,9 @@ def runtime_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str
                    "not_shipped": sorted(set(downloaded) - set(wanted))}
         reference = _reference("runtime", section)
         layers = compose_runtime(downloaded, groups, workdir)
-        archive = workdir / "image.tar"
-        _docker_archive(layers, reference, archive, image_key("runtime", section))
-        with archive.open("rb") as handle:
+        image_tar = workdir / "image.tar"
+        _docker_archive(layers, reference, image_tar, image_key("runtime", section))
+        with image_tar.open("rb") as handle:
             client.images.load(handle.read())
     return reference, section
 
@@ -159,11 +145,11 @@ def builder_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str
         reference = _reference("builder", section)
         shutil.rmtree(root / "var/cache/apt/archives")
         (root / "var/cache/apt/archives/partial").mkdir(parents=True)
-        archive = Path(temporary) / "root.tar"
-        with tarfile.open(archive, "w") as tar:
+        root_tar = Path(temporary) / "root.tar"
+        with tarfile.open(root_tar, "w") as tar:
             for entry in sorted(os.listdir(root)):
                 tar.add(root / entry, arcname=entry)
         repository, tag = reference.rsplit(":", 1)
-        client.api.import_image_from_file(str(archive), repository=repository, tag=tag,
+        client.api.import_image_from_file(str(root_tar), repository=repository, tag=tag,
                                           changes=["ENV LANG=C.UTF-8", "CMD [\"/bin/bash\"]"])
     return reference, section

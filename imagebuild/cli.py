@@ -9,17 +9,20 @@ on success, 1 on a build error (one line per problem, with a hint), 2 on bad arg
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from . import ROOT, BuildError
+from . import ROOT, BuildError, write_atomic
 from .progress import say
 
 REPOSITORY = "sklearn-model-service"
 OFFICIAL_RUNTIME = ("gcr.io/distroless/python3-debian13", "nonroot")
+SOURCE_URL = "https://github.com/sklearn-model-service/sklearn-model-service"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +56,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="rewrite requirements.in from service/'s imports and recompile requirements.txt")
     parser.add_argument("--update-lock", action="store_true",
                         help="re-resolve the Debian packages and rewrite build/debian.lock.json")
-    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="write the report as JSON to FILE, and the SBOM and provenance beside it (FILE's stem + "
+                             ".cdx.json, .provenance.json); default: dist/<image>.report.json and so on")
+    parser.add_argument("--debug", action="store_true",
+                        help="also build a debug twin, <tag>-debug, with a busybox shell at /busybox (pushed only "
+                             "with --push)")
     parser.add_argument("--push", metavar="REGISTRY/REPOSITORY",
                         help="push as REPOSITORY:<version> and :<git short sha>, pull back by digest, run, predict")
     parser.add_argument("--latest", action="store_true", help="with --push, also tag and push :latest")
@@ -112,31 +120,74 @@ def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
     return builder, runtime
 
 
+def record_paths(report: Path | None, reference: str) -> dict[str, Path]:
+    """Where the report, the SBOM and the provenance go: beside --report FILE (FILE, FILE's stem + .cdx.json and
+    .provenance.json), else dist/<reference>.report.json, .cdx.json and .provenance.json."""
+    if report is not None:
+        stem = report.with_suffix("") if report.suffix == ".json" else report
+        return {"report": report, "sbom": stem.with_name(stem.name + ".cdx.json"),
+                "provenance": stem.with_name(stem.name + ".provenance.json")}
+    stem = ROOT / "dist" / re.sub(r"[^A-Za-z0-9._-]+", "-", reference)
+    return {kind: stem.with_name(f"{stem.name}.{suffix}") for kind, suffix in
+            (("report", "report.json"), ("sbom", "cdx.json"), ("provenance", "provenance.json"))}
+
+
+def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Any, update_lock: bool) -> dict[str, Any]:
+    """The debug twin of `reference` (imagebuild/debug_twin.py), normalized like the image."""
+    from . import debian_lock, debug_twin, docker_build, reproducible
+    lock = debian_lock.read_lock()
+    binary, section = debug_twin.busybox(update_lock, lock.get("debug", {}))
+    if section != lock.get("debug"):
+        debian_lock.write_lock({**lock, "debug": section})
+        say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
+    twin = debug_twin.reference(reference)
+    as_built = docker_build.cache_reference(twin)
+    say(f"building the debug twin {twin}")
+    docker_build.build(client, debug_twin.context(binary), debug_twin.DOCKERFILE, as_built, {"IMAGE": reference},
+                       labels)
+    return {"image": twin, "id": reproducible.reproduce(client, as_built, twin, reference, epoch)}
+
+
 def build(args: argparse.Namespace) -> dict[str, Any]:
-    from . import bundle_requirements, docker_build, gate, model_input, report, served, wheels
+    from . import (bases, bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
+                   reproducible, sbom, served, wheels)
+    started = time.time()
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
     requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
                                                       update=args.update_requirements)
     wheelhouse = wheels.wheelhouse(requirements_path)
+    epoch = reproducible.source_date_epoch(docker_build.commit_time())
     client = docker_client()
     builder_base, runtime = base_images(client, args)
 
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}"
+    records = record_paths(args.report, reference)
+    # The lock describes the Debian packages of the base assembled here, not those of the official one.
+    debian = debian_lock.read_lock()["runtime"]["packages"] if runtime.startswith(bases.BASE_REPOSITORY) else {}
+    if not debian:
+        say(f"the SBOM leaves out the Debian packages of {runtime}: its /var/lib/dpkg/status.d lists them")
+    sbom_text = sbom.document(reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
+                              source.artifact, epoch.seconds)
     builder_tag = docker_build.builder_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
     say(f"building {builder_tag} on {builder_base}")
-    docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path), "Dockerfile.builder",
-                       builder_tag, {"BUILDER_BASE": builder_base}, labels)
+    builder_id = docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path),
+                                    "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
+    as_built = docker_build.cache_reference(reference)
     say(f"building {reference} on {runtime}")
     pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
         if args.prune else {}
-    docker_build.build(client, docker_build.runtime_context(source), "Dockerfile.runtime", reference, {
+    docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built, {
         "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
         "DERIVE_ARGS": docker_build.derive_arguments(source),
-        "REVISION": docker_build.revision(), "CREATED": docker_build.created(), **pruning}, labels)
-    reclaimed = docker_build.prune_superseded(client, reference)
+        "REVISION": docker_build.revision(), "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, **pruning}, labels)
+    say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
+        f"({epoch.iso()}, from the {'environment' if epoch.source == reproducible.VARIABLE else 'commit'})")
+    reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
+    debug = build_debug(client, reference, labels, epoch, args.update_lock) if args.debug else None
+    reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
     if reclaimed:
         say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
     say("measuring layers (docker save; a layer measured before comes from .cache/layer-sizes.json)")
@@ -145,26 +196,55 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.prune:
         result["pruned"] = served.pruned(client, reference)
     result["bases"] = {"builder": builder_base, "runtime": runtime}
+    result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
+    result["records"] = {kind: str(path) for kind, path in records.items()}
+    if debug:
+        result["debug"] = debug
     result["requirements"] = str(requirements_path.relative_to(ROOT))
     result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
         else {"limit": gate.budget(), "source": str(gate.BUDGET.relative_to(ROOT))}
     if args.bundle_out:
         served.write_bundle(client, reference, args.bundle_out)
         say(f"wrote the served bundle to {args.bundle_out}")
-    if args.report:
-        report.write_json(result, args.report)
+    report.write_json(result, records["report"])
+    write_atomic(records["sbom"], sbom_text)
+
+    def record(pushed: str | None) -> None:
+        write_atomic(records["provenance"], json.dumps(provenance.statement(
+            parameters=parameters(args, reference), source=docker_build.source_state(SOURCE_URL),
+            locks=[requirements_path, debian_lock.LOCK], model=source.artifact,
+            images={"builder base": (builder_base, client.images.get(builder_base).id),
+                    "builder": (builder_tag, builder_id), "runtime base": (runtime, client.images.get(runtime).id)},
+            epoch=result["source_date_epoch"], sbom=sbom_text.encode(), pushed=pushed, debug=debug, version=version,
+            image={"image": reference, "id": result["id"], "layers": [row["digest"] for row in result["layers"]]},
+            started=started, finished=time.time()), indent=2) + "\n")
+
+    record(None)
+    say(f"wrote {', '.join(str(path) for path in records.values())}")
     print(report.render(result), file=sys.stderr if args.push else sys.stdout)
     gate.check(result, result["budget"]["limit"], result["budget"]["source"])
     if args.push:
         from .publish import publish, tags_for
         tags = tags_for(version, docker_build.revision(), args.latest)
         pinned = publish(client, reference, args.push, tags)
+        if debug:
+            debug["pushed"] = publish(client, debug["image"], args.push, [f"{tag}-debug" for tag in tags])
+            say(f"pushed the debug twin as {debug['pushed']}")
+        record(pinned)
         if args.manifests:
             from .manifests import render
             written = render(pinned, args.manifests)
             say(f"wrote {len(written)} manifests with {pinned} to {args.manifests}")
         print(pinned)
     return result
+
+
+def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
+    """The build's arguments as the provenance records them."""
+    return {"model": str(args.model) if args.model else "models/diabetes (default)",
+            "sample": str(args.sample) if args.sample else None, "code": [str(path) for path in args.code],
+            "trust": args.trust, "tag": reference, "prune": args.prune, "debug": args.debug, "push": args.push,
+            "latest": args.latest, "offline": args.offline}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

@@ -67,9 +67,10 @@ def builder_context(wheelhouse: Path, requirements: Path) -> io.BytesIO:
     return _tar(fill)
 
 
-def runtime_context(source: ModelSource) -> io.BytesIO:
+def runtime_context(source: ModelSource, sbom: str) -> io.BytesIO:
     """What Dockerfile.runtime copies, likewise: bundle/ (the model file, and its card.json if hand-written),
-    sample/ (sample.csv, if given), code/ (the user's modules), service/, modelcard/ and the build scripts."""
+    sample/ (sample.csv, if given), code/ (the user's modules), sbom/ (the SBOM), service/, modelcard/ and the
+    build scripts."""
     def fill(tar: tarfile.TarFile) -> None:
         for name in RUNTIME_FILES:
             _add(tar, ROOT / name, name)
@@ -77,8 +78,9 @@ def runtime_context(source: ModelSource) -> io.BytesIO:
             for path in sorted((ROOT / tree).rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     _add(tar, path, path.relative_to(ROOT).as_posix())
-        for folder in ("bundle", "sample", "code"):
+        for folder in ("bundle", "sample", "code", "sbom"):
             _add_folder(tar, folder)
+        _add_bytes(tar, sbom.encode(), "sbom/image.cdx.json")
         _add(tar, source.artifact, f"bundle/{source.artifact.name}")
         if source.card is not None:
             _add(tar, source.card, "bundle/card.json")
@@ -101,6 +103,13 @@ def builder_reference(reference: str) -> str:
     """The builder's tag for an image reference: REPOSITORY-builder:TAG, so each build keeps its own."""
     repository, tag = split_reference(reference)
     return f"{repository}-builder:{tag}"
+
+
+def cache_reference(reference: str) -> str:
+    """The tag of the image as Dockerfile.runtime built it, before imagebuild/reproducible.py rewrote it:
+    REPOSITORY-cache:TAG, kept so the next build of `reference` starts from its layers."""
+    repository, tag = split_reference(reference)
+    return f"{repository}-cache:{tag}"
 
 
 def prune_superseded(client: Any, reference: str) -> int:
@@ -164,6 +173,12 @@ def revision() -> str:
     return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def created() -> str:
-    """The commit's time, so the same commit labels its image the same way."""
-    return git("log", "-1", "--format=%cI") or "1970-01-01T00:00:00Z"
+def source_state(url: str) -> dict[str, Any]:
+    """The source as provenance names it: its URL, the full commit, and whether the work tree differs from it."""
+    return {"url": url, "commit": git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def commit_time() -> str:
+    """The commit's time in seconds since the epoch ("" outside a git checkout): SOURCE_DATE_EPOCH's default."""
+    return git("log", "-1", "--format=%ct")

@@ -5,38 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from . import ROOT
+from . import ROOT, archive, write_atomic
 
 SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
 CACHE = ROOT / ".cache" / "layer-sizes.json"
 CACHE_VERSION = 1  # bumped whenever a layer is measured differently
 CACHED_IMAGES = 20
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file object over the byte chunks docker-py yields, so tarfile can stream `docker save`."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.pending = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            self.pending = next(self.chunks, b"")
-            if not self.pending:
-                return 0
-        count = min(len(buffer), len(self.pending))
-        buffer[:count], self.pending = self.pending[:count], self.pending[count:]
-        return count
 
 
 def package_of(entry: str) -> str:
@@ -80,40 +60,45 @@ def _write_cache(path: Path, cache: dict[str, Any]) -> None:
     wanted = {digest for entry in images.values() for digest, _ in entry}
     trimmed = {"version": CACHE_VERSION, "layers": {d: m for d, m in cache["layers"].items() if d in wanted},
                "images": images}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(trimmed), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(trimmed))
+
+
+def layer_history(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(diff_id, created_by) per layer, bottom up, from an image config."""
+    steps = [entry for entry in config.get("history", []) if not entry.get("empty_layer")]
+    return [(digest, re.sub(r"^/bin/sh -c (#\(nop\) )?", "", entry.get("created_by", "")).strip())
+            for digest, entry in zip(config["rootfs"]["diff_ids"], steps, strict=True)]
 
 
 def _measure_saved(image: Any, known: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """`docker save` streamed once: each layer tar is hashed (its digest is its diff_id) and measured only if the
     cache does not know it; returns the new measurements and (diff_id, created_by) per layer, bottom up."""
     measured: dict[str, Any] = {}
-    by_name: dict[str, str] = {}
-    manifest: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
-    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(iter(image.save(named=False)))), mode="r|") as saved:
-        for member in saved:
+    with archive.saved(image) as stream:
+        for member in stream:
             if not member.isfile():
                 continue
-            data = saved.extractfile(member).read()
+            data = stream.extractfile(member).read()
             if member.name.endswith("layer.tar"):
                 digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                by_name[member.name] = digest
                 if digest not in known and digest not in measured:
                     measured[digest] = _layer_stats(data)
-            elif member.name == "manifest.json":
-                manifest = json.loads(data)
-            elif member.name.endswith(".json") and "/" not in member.name:
+            elif member.name.endswith(".json") and "/" not in member.name and member.name != "manifest.json":
                 config = json.loads(data)
-    ordered = iter(manifest[0]["Layers"])
-    history = []
-    for entry in config.get("history", []):
-        if not entry.get("empty_layer"):
-            created_by = re.sub(r"^/bin/sh -c (#\(nop\) )?", "", entry.get("created_by", "")).strip()
-            history.append((by_name[next(ordered)], created_by))
-    return measured, history
+    return measured, layer_history(config)
+
+
+def remember(image_id: str, config: dict[str, Any], layers: list[tuple[str, Path]], cache_path: Path = CACHE) -> None:
+    """Measure an image whose layers are at hand as files (imagebuild/reproducible.py writes them) into the cache,
+    so that analyze() need not `docker save` it again."""
+    cache = _read_cache(cache_path)
+    for digest, path in layers:
+        if digest not in cache["layers"]:
+            cache["layers"][digest] = _layer_stats(path.read_bytes())
+    cache["images"].pop(image_id, None)
+    cache["images"][image_id] = layer_history(config)
+    _write_cache(cache_path, cache)
 
 
 def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, Any]:
@@ -161,6 +146,13 @@ def render(report: dict[str, Any]) -> str:
         f"compressed  {mb(report['compressed_size'])} gzip, {mb(report['zstd_size'])} zstd (layers as a registry "
         f"stores them)",
     ]
+    if "source_date_epoch" in report:
+        epoch = report["source_date_epoch"]
+        origin = "the environment" if epoch["source"] == "SOURCE_DATE_EPOCH" else "the commit"
+        lines.append(f"epoch       SOURCE_DATE_EPOCH={epoch['seconds']} ({epoch['time']}, from {origin}): the "
+                     f"image's created time (its files' times are 0)")
+    if "debug" in report:
+        lines.append(f"debug twin  {report['debug']['image']} {report['debug']['id']} (a shell at /busybox/sh)")
     if "budget" in report:
         budget = report["budget"]
         lines.append(f"budget      {mb(budget['limit'])} uncompressed ({report['size'] / budget['limit']:.0%} used, "
@@ -192,8 +184,4 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    """Atomic: a reader never sees half a report. Missing parent folders are created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(report, indent=2) + "\n")

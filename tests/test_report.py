@@ -39,7 +39,8 @@ class FakeImage:
                 names.append(f"{index:064x}/layer.tar")
                 history.append({"created_by": created_by})
             # members in name order, as the engine writes them: not the layers' order
-            config = json.dumps({"history": history}).encode()
+            diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data, _ in self.layers]
+            config = json.dumps({"history": history, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
             manifest = json.dumps([{"Layers": names}]).encode()
             members = sorted([(n, d) for n, (d, _) in zip(names, self.layers)] + [("c" * 64 + ".json", config)])
             for name, data in members + [("manifest.json", manifest)]:
@@ -104,3 +105,23 @@ def test_render_shows_gzip_and_zstd(tmp_path: Path):
     image = FakeImage("sha256:one", [(_layer({"x": b"1" * 1000}), "COPY x /x")])
     text = report.render(report.analyze(FakeClient(image), "demo:1", tmp_path / "c.json"))
     assert "gzip," in text and "zstd" in text.splitlines()[3]
+
+
+def test_layers_written_here_are_measured_without_saving_the_image(tmp_path: Path, measured):
+    """imagebuild/reproducible.py hands the normalized layers over as files: analyze() then saves nothing."""
+    layers = []
+    for index, data in enumerate((_layer({"opt/venv/lib/python3.13/site-packages/numpy/a.pyc": b"n" * 300}),
+                                  _layer({"app/x": b"1"}))):
+        path = tmp_path / f"{index}.tar"
+        path.write_bytes(data)
+        layers.append(("sha256:" + hashlib.sha256(data).hexdigest(), path))
+    config = {"rootfs": {"type": "layers", "diff_ids": [digest for digest, _ in layers]},
+              "history": [{"created_by": "base"}, {"created_by": "/bin/sh -c #(nop)  USER 1", "empty_layer": True},
+                          {"created_by": "/bin/sh -c #(nop) COPY dir in /app "}]}
+    cache = tmp_path / "layer-sizes.json"
+    report.remember("sha256:one", config, layers, cache)
+    image = FakeImage("sha256:one", [(path.read_bytes(), "unused") for _, path in layers])
+    result = report.analyze(FakeClient(image), "demo:1", cache)
+    assert image.saves == 0 and len(measured) == 2
+    assert [row["created_by"] for row in result["layers"]] == ["base", "COPY dir in /app"]
+    assert result["packages"] == [{"name": "numpy", "size": 300}]

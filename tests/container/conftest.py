@@ -1,10 +1,14 @@
 """The image, built once per session by the real build command, and containers run as production would."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,7 +16,7 @@ import joblib
 
 import pytest
 
-from imagebuild import cli, docker_build
+from imagebuild import cli, debug_twin, docker_build
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
 READY_TIMEOUT = 30.0
@@ -158,9 +162,12 @@ class Builds:
 
 
 def remove_build(client: Any, reference: str) -> None:
-    """What a build of `reference` left on the engine: the image, its builder, their untagged predecessors."""
+    """What a build of `reference` left on the engine: the image, its builder, the image as built, the debug twin
+    and their untagged predecessors."""
     import docker.errors
-    for name in (reference, docker_build.builder_reference(reference)):
+    twin = debug_twin.reference(reference)
+    for name in (twin, docker_build.cache_reference(twin), reference, docker_build.builder_reference(reference),
+                 docker_build.cache_reference(reference)):
         try:
             client.images.remove(name)
         except docker.errors.ImageNotFound:
@@ -175,3 +182,68 @@ def byo(trained, tmp_path_factory, default_image, docker_client) -> Iterator[Bui
     yield builds
     for kind in builds.reports:
         remove_build(docker_client, tag(kind))
+
+
+USER, PASSWORD = "publisher", "s3cret-Token-4711"
+
+
+class Registry:
+    def __init__(self, port: int):
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+
+    def api(self, path: str, method: str = "GET", accept: str = "application/json") -> tuple[int, dict, bytes]:
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        request = urllib.request.Request(f"http://{self.host}{path}", method=method,
+                                         headers={"Authorization": f"Basic {token}", "Accept": accept})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+
+
+def remove_images_of(client, host: str) -> None:
+    """Untag and remove what the tests pushed and pulled back, so runs leave nothing behind."""
+    for image in client.images.list():
+        for reference in image.tags + image.attrs.get("RepoDigests", []):
+            if reference.startswith(host + "/"):
+                client.images.remove(reference, force=True, noprune=False)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, docker_client) -> Iterator[Registry]:
+    root = tmp_path_factory.mktemp("registry")
+    subprocess.run(["htpasswd", "-iBc", str(root / "htpasswd"), USER], input=PASSWORD, text=True, check=True,
+                   capture_output=True)
+    port = free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: test-registry\n    path: {root / 'htpasswd'}\n")
+    # Its log goes to a file: an unread pipe fills up with access lines and blocks the registry mid-push.
+    log = (root / "registry.log").open("wb")
+    process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log,
+                               stderr=subprocess.STDOUT)
+    registry = Registry(port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1)
+            except urllib.error.HTTPError as error:
+                if error.code == 401:  # up, and asking for credentials
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
+                time.sleep(0.2)
+        yield registry
+    finally:
+        remove_images_of(docker_client, registry.host)
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture()
+def credentials(monkeypatch):
+    monkeypatch.setenv("REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("REGISTRY_PASSWORD", PASSWORD)

@@ -5,10 +5,7 @@ import base64
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -17,75 +14,10 @@ from imagebuild.docker_build import revision
 from imagebuild.publish import publish
 from service import __version__
 
-from .conftest import free_port
+from .conftest import PASSWORD, USER, free_port
 
 pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
-USER, PASSWORD = "publisher", "s3cret-Token-4711"
-
-
-class Registry:
-    def __init__(self, port: int):
-        self.port = port
-        self.host = f"127.0.0.1:{port}"
-
-    def api(self, path: str, method: str = "GET", accept: str = "application/json") -> tuple[int, dict, bytes]:
-        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        request = urllib.request.Request(f"http://{self.host}{path}", method=method,
-                                         headers={"Authorization": f"Basic {token}", "Accept": accept})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-
-
-def remove_images_of(client, host: str) -> None:
-    """Untag and remove what the tests pushed and pulled back, so runs leave nothing behind."""
-    for image in client.images.list():
-        for reference in image.tags + image.attrs.get("RepoDigests", []):
-            if reference.startswith(host + "/"):
-                client.images.remove(reference, force=True, noprune=False)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, docker_client) -> Iterator[Registry]:
-    root = tmp_path_factory.mktemp("registry")
-    subprocess.run(["htpasswd", "-iBc", str(root / "htpasswd"), USER], input=PASSWORD, text=True, check=True,
-                   capture_output=True)
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: test-registry\n    path: {root / 'htpasswd'}\n")
-    # Its log goes to a file: an unread pipe fills up with access lines and blocks the registry mid-push.
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log,
-                               stderr=subprocess.STDOUT)
-    registry = Registry(port)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1)
-            except urllib.error.HTTPError as error:
-                if error.code == 401:  # up, and asking for credentials
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-                time.sleep(0.2)
-        yield registry
-    finally:
-        remove_images_of(docker_client, registry.host)
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
-
-
-@pytest.fixture()
-def credentials(monkeypatch):
-    monkeypatch.setenv("REGISTRY_USERNAME", USER)
-    monkeypatch.setenv("REGISTRY_PASSWORD", PASSWORD)
-
-
 def test_readme_publish_command_pushes_verifies_and_prints_the_digest(registry, credentials, capsys, tmp_path):
     repository = f"{registry.host}/sklearn-model-service"
     assert cli.main(["--push", repository, "--latest", "--manifests", str(tmp_path / "deploy")]) == 0

@@ -1,0 +1,168 @@
+"""The same commit gives the same image id: what `docker build` leaves varying is rewritten after the build.
+
+The classic builder stamps the build's wall-clock time into the image config (`created`, each history entry),
+records its build container and parent image, and gives every file a RUN step or COPY writes (and every folder
+it touches) the time of the step. After the build, each layer the Dockerfile added is rewritten with every file
+time at 0 (1970-01-01, as the build context's files already are) and owners by number only, in the engine's own
+(sorted) order; the config gets SOURCE_DATE_EPOCH for its times and loses the build container, parent and engine
+version; and the result is loaded back under the same tag. The base's layers are left byte for byte as they are.
+The Dockerfiles stay the recipe.
+
+File times are not clamped to SOURCE_DATE_EPOCH (BuildKit's way): a cached layer built before the commit would
+keep its earlier times, and an unchanged layer would still change with every commit's epoch, so registries and
+nodes would store and pull the whole image again for each commit. At 0, a layer's digest depends on its content
+alone. (Imports do not look at times: the bytecode is hash-based.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ROOT, BuildError, archive, write_atomic
+
+VARIABLE = "SOURCE_DATE_EPOCH"
+# The classic builder names a COPY's source by a hash of its files' content and times: `COPY dir:<sha256> in /x`.
+COPY_SOURCE = re.compile(r"\b(dir|file|multi):[0-9a-f]{64}")
+BUILD_TRACES = ("container", "container_config", "docker_version")  # the build container, and the engine's version
+PAX_TIMES = ("mtime", "atime", "ctime")
+MEMO = ROOT / ".cache" / "normalized.json"  # "<built image id> <epoch> <version>" -> the normalized image's id
+VERSION = 2  # bumped whenever an image is normalized differently
+MEMO_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """SOURCE_DATE_EPOCH and where it came from."""
+
+    seconds: int
+    source: str  # "SOURCE_DATE_EPOCH" (the environment) or "commit"
+
+    def iso(self) -> str:
+        return datetime.fromtimestamp(self.seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def source_date_epoch(commit_time: str, environ: dict[str, str] | None = None) -> Epoch:
+    """SOURCE_DATE_EPOCH from the environment if set, else the commit's time (`git log -1 --format=%ct`)."""
+    environ = os.environ if environ is None else environ
+    given = environ.get(VARIABLE, "").strip()
+    if given:
+        if not given.isdigit():
+            raise BuildError(f"{VARIABLE}={given!r}: give whole seconds since 1970-01-01 UTC "
+                             f"(e.g. `git log -1 --format=%ct`), or unset it to use the commit's time")
+        return Epoch(int(given), VARIABLE)
+    if not commit_time.isdigit():
+        raise BuildError(f"no commit to take {VARIABLE} from: build from a git checkout or set {VARIABLE}")
+    return Epoch(int(commit_time), "commit")
+
+
+def normalized_config(config: dict[str, Any], diff_ids: list[str], epoch: Epoch, base_steps: int) -> dict[str, Any]:
+    """The image config without build-time traces: the image's time and its own steps' at the epoch (the base's
+    first `base_steps` history entries keep theirs), no build container, parent or engine version, COPY sources
+    without their time-dependent hash, and the rewritten layers' diff_ids."""
+    kept = {key: value for key, value in config.items() if key not in BUILD_TRACES}
+    history = [entry if index < base_steps else
+               {**entry, "created": epoch.iso(), "created_by": COPY_SOURCE.sub(r"\1", entry.get("created_by", ""))}
+               for index, entry in enumerate(config.get("history", []))]
+    return {**kept, "created": epoch.iso(), "history": history,
+            "config": {**config.get("config", {}), "Image": ""},
+            "rootfs": {**config.get("rootfs", {"type": "layers"}), "diff_ids": diff_ids}}
+
+
+def normalize_layer(source: tarfile.TarFile, out: Path) -> str:
+    """Copy a layer tar with every file time at 0 and owners by number only; returns its diff_id."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as layer:
+        for member in source:
+            member.mtime = 0
+            member.uname = member.gname = ""
+            member.pax_headers = {key: value for key, value in member.pax_headers.items()
+                                  if key not in PAX_TIMES and key not in ("uname", "gname")}
+            layer.addfile(member, source.extractfile(member) if member.isfile() else None)
+    with out.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+Measure = Callable[[str, dict[str, Any], list[tuple[str, Path]]], None]
+
+
+def reproduce(client: Any, built: str, reference: str, base: str, epoch: Epoch, measure: Measure | None = None,
+              memo: Path = MEMO) -> str:
+    """Tag as `reference` the normalized image of `built` (an image on `base`); returns its id. An image
+    normalized before with the same epoch is tagged again without being rewritten. `measure(id, config, layers)`
+    sees the normalized image's layer files before they are deleted (the report measures them there)."""
+    import docker.errors
+    from .docker_build import split_reference
+    key = f"{client.images.get(built).id} {epoch.seconds} {VERSION}"
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    try:
+        client.images.get(known[key]).tag(*split_reference(reference))
+        return known[key]
+    except (KeyError, docker.errors.ImageNotFound):
+        pass
+    image_id = normalize(client, built, reference, base, epoch, measure)
+    write_atomic(memo, json.dumps({**dict(list(known.items())[-(MEMO_SIZE - 1):]), key: image_id}))
+    return image_id
+
+
+def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, measure: Measure | None = None) -> str:
+    """Rewrite the image `built` (on `base`) as described above and load it as `reference`; returns its id."""
+    import docker.errors
+    keep = set(client.images.get(base).attrs["RootFS"]["Layers"])
+    base_steps = len(client.api.history(base))
+    with tempfile.TemporaryDirectory(prefix="normalize-") as temporary:
+        workdir = Path(temporary)
+        digests: dict[str, str] = {}
+        manifest: list[dict[str, Any]] = []
+        config: dict[str, Any] = {}
+        with archive.saved(client.images.get(built)) as stream:
+            for member in stream:
+                if not member.isfile():
+                    continue
+                handle = stream.extractfile(member)
+                if member.name.endswith("/layer.tar"):
+                    digests[member.name] = _layer(handle, workdir / f"{len(digests)}.tar", keep)
+                elif member.name == "manifest.json":
+                    manifest = archive.json_of(handle)
+                elif member.name.endswith(".json") and "/" not in member.name:
+                    config = archive.json_of(handle)
+        layers = [(digests[name], workdir / f"{list(digests).index(name)}.tar") for name in manifest[0]["Layers"]]
+        rewritten = normalized_config(config, [digest for digest, _ in layers], epoch, base_steps)
+        image_tar = workdir / "image.tar"
+        archive.write(image_tar, rewritten, layers, reference)
+        with image_tar.open("rb") as handle:
+            try:
+                client.images.load(handle)
+            except docker.errors.APIError as exc:
+                raise BuildError(f"docker load of the normalized {reference} failed: {exc.explanation or exc}") \
+                    from None
+        if measure is not None:
+            measure(archive.image_id(rewritten), rewritten, layers)
+    return archive.image_id(rewritten)
+
+
+def _layer(handle: Any, out: Path, keep: set[str]) -> str:
+    """One saved layer: the base's copied as it is, any other rewritten; returns the diff_id of `out`."""
+    digest = hashlib.sha256()
+    with out.open("wb") as copy:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            copy.write(chunk)
+    if f"sha256:{digest.hexdigest()}" in keep:
+        return f"sha256:{digest.hexdigest()}"
+    raw = out.with_suffix(".raw")
+    shutil.move(out, raw)
+    with tarfile.open(raw) as source:
+        diff_id = normalize_layer(source, out)
+    raw.unlink()
+    return diff_id
