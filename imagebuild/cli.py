@@ -15,10 +15,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ROOT, BuildError, write_atomic
 from .progress import say
+
+if TYPE_CHECKING:
+    from .reproducible import Epoch
 
 REPOSITORY = "sklearn-model-service"
 OFFICIAL_RUNTIME = ("gcr.io/distroless/python3-debian13", "nonroot")
@@ -132,7 +135,7 @@ def record_paths(report: Path | None, reference: str) -> dict[str, Path]:
             (("report", "report.json"), ("sbom", "cdx.json"), ("provenance", "provenance.json"))}
 
 
-def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Any, update_lock: bool) -> dict[str, Any]:
+def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Epoch, update_lock: bool) -> dict[str, Any]:
     """The debug twin of `reference` (imagebuild/debug_twin.py), normalized like the image."""
     from . import debian_lock, debug_twin, docker_build, reproducible
     lock = debian_lock.read_lock()
@@ -190,7 +193,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
     if reclaimed:
         say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
-    say("measuring layers (docker save; a layer measured before comes from .cache/layer-sizes.json)")
+    say("measuring layers (each measured once: .cache/layer-sizes.json)")
     result = report.analyze(client, reference)
     result["model"] = served.summary(served.served_card(client, reference))
     if args.prune:

@@ -36,6 +36,22 @@ def test_readme_publish_command_pushes_verifies_and_prints_the_digest(registry, 
     assert PASSWORD not in out + err
 
 
+def test_the_debug_twin_is_pushed_only_with_debug_and_recorded(registry, credentials, capsys, tmp_path):
+    repository = f"{registry.host}/with-twin"
+    report = tmp_path / "report.json"
+    assert cli.main(["--push", repository, "--debug", "--report", str(report)]) == 0
+    out, _ = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1, "the twin's digest must not reach stdout"
+    tags = json.loads(registry.api("/v2/with-twin/tags/list")[2])["tags"]
+    assert sorted(tags) == sorted([__version__, revision(), f"{__version__}-debug", f"{revision()}-debug"])
+    _, headers, _ = registry.api(f"/v2/with-twin/manifests/{__version__}-debug", "HEAD",
+                                 "application/vnd.docker.distribution.manifest.v2+json")
+    statement = json.loads(report.with_name("report.provenance.json").read_text())
+    twin = [item for item in statement["predicate"]["runDetails"]["byproducts"] if item["name"] == "debug-twin"]
+    assert twin[0]["annotations"]["pushed"] == f"{repository}@{headers['Docker-Content-Digest']}"
+    assert statement["subject"][1]["digest"]["sha256"] == out.strip().split("@sha256:")[1]
+
+
 def test_pushing_the_same_build_twice_gives_the_same_digest(registry, credentials, docker_client, image):
     repository = f"{registry.host}/twice"
     first = publish(docker_client, image["image"], repository, ["a"])

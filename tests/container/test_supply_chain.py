@@ -76,6 +76,11 @@ def test_sbom_validates_and_lists_what_the_default_image_installs(default_image,
     assert inside["shells"] == []
 
 
+def test_sbom_of_the_pruned_image_still_lists_every_package(pruned_image, docker_client):
+    """--prune keeps every *.dist-info: the packages are all there, with fewer of their files."""
+    assert check_sbom(docker_client, pruned_image)["shells"] == []
+
+
 def test_sbom_of_a_users_model_lists_its_own_packages(byo, docker_client):
     report = byo("lightgbm")
     inside = check_sbom(docker_client, report)
