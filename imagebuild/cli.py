@@ -187,7 +187,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "DERIVE_ARGS": docker_build.derive_arguments(source),
         "REVISION": docker_build.revision(), "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, **pruning}, labels)
     say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
-        f"({epoch.iso()}, from the {'environment' if epoch.source == reproducible.VARIABLE else 'commit'})")
+        f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
     reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
     debug = build_debug(client, reference, labels, epoch, args.update_lock) if args.debug else None
     reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT, archive, write_atomic
+from .reproducible import ORIGIN
 
 SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
 CACHE = ROOT / ".cache" / "layer-sizes.json"
@@ -148,9 +149,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     if "source_date_epoch" in report:
         epoch = report["source_date_epoch"]
-        origin = "the environment" if epoch["source"] == "SOURCE_DATE_EPOCH" else "the commit"
-        lines.append(f"epoch       SOURCE_DATE_EPOCH={epoch['seconds']} ({epoch['time']}, from {origin}): the "
-                     f"image's created time (its files' times are 0)")
+        lines.append(f"epoch       SOURCE_DATE_EPOCH={epoch['seconds']} ({epoch['time']}, {ORIGIN[epoch['source']]}): "
+                     f"the image's created time (its files' times are 0)")
     if "debug" in report:
         lines.append(f"debug twin  {report['debug']['image']} {report['debug']['id']} (a shell at /busybox/sh)")
     if "budget" in report:

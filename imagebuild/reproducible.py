@@ -36,6 +36,7 @@ BUILD_TRACES = ("container", "container_config", "docker_version")  # the build 
 PAX_TIMES = ("mtime", "atime", "ctime")
 MEMO = ROOT / ".cache" / "normalized.json"  # "<built image id> <epoch> <version>" -> the normalized image's id
 VERSION = 2  # bumped whenever an image is normalized differently
+ORIGIN = {VARIABLE: "from the environment", "commit": "from the commit", "none": "not a git checkout"}
 MEMO_SIZE = 50
 
 
@@ -44,14 +45,14 @@ class Epoch:
     """SOURCE_DATE_EPOCH and where it came from."""
 
     seconds: int
-    source: str  # "SOURCE_DATE_EPOCH" (the environment) or "commit"
+    source: str  # "SOURCE_DATE_EPOCH" (the environment), "commit", or "none" (no git checkout: 0)
 
     def iso(self) -> str:
         return datetime.fromtimestamp(self.seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def source_date_epoch(commit_time: str, environ: dict[str, str] | None = None) -> Epoch:
-    """SOURCE_DATE_EPOCH from the environment if set, else the commit's time (`git log -1 --format=%ct`)."""
+    """SOURCE_DATE_EPOCH from the environment if set, else the commit's time (`git log -1 --format=%ct`), else 0."""
     environ = os.environ if environ is None else environ
     given = environ.get(VARIABLE, "").strip()
     if given:
@@ -60,7 +61,7 @@ def source_date_epoch(commit_time: str, environ: dict[str, str] | None = None) -
                              f"(e.g. `git log -1 --format=%ct`), or unset it to use the commit's time")
         return Epoch(int(given), VARIABLE)
     if not commit_time.isdigit():
-        raise BuildError(f"no commit to take {VARIABLE} from: build from a git checkout or set {VARIABLE}")
+        return Epoch(0, "none")  # not a git checkout: still reproducible, at 1970-01-01
     return Epoch(int(commit_time), "commit")
 
 
