@@ -175,6 +175,19 @@ def remove_build(client: Any, reference: str) -> None:
     docker_build.prune_superseded(client, reference)
 
 
+@pytest.fixture()
+def twin_removed(docker_client) -> Iterator[None]:
+    """The default image's debug twin (`--debug`) and its as-built image are removed after the test."""
+    import docker.errors
+    yield
+    twin = debug_twin.reference(f"{cli.REPOSITORY}:{cli.service_version()}")
+    for name in (twin, docker_build.cache_reference(twin)):
+        try:
+            docker_client.images.remove(name)
+        except docker.errors.ImageNotFound:
+            pass
+
+
 @pytest.fixture(scope="session")
 def byo(trained, tmp_path_factory, default_image, docker_client) -> Iterator[Builds]:
     """The default image first: it and its builder must survive these builds, which are removed after."""

@@ -36,7 +36,8 @@ def test_readme_publish_command_pushes_verifies_and_prints_the_digest(registry, 
     assert PASSWORD not in out + err
 
 
-def test_the_debug_twin_is_pushed_only_with_debug_and_recorded(registry, credentials, capsys, tmp_path):
+def test_the_debug_twin_is_pushed_only_with_debug_and_recorded(registry, credentials, capsys, tmp_path,
+                                                                 twin_removed):
     repository = f"{registry.host}/with-twin"
     report = tmp_path / "report.json"
     assert cli.main(["--push", repository, "--debug", "--report", str(report)]) == 0

@@ -108,7 +108,7 @@ def test_provenance_names_the_image_the_report_prints(default_image):
     assert default_image["labels"]["org.opencontainers.image.created"] == epoch.iso()
 
 
-def test_debug_twin_starts_a_shell_and_the_image_keeps_none(default_image, docker_client, tmp_path):
+def test_debug_twin_starts_a_shell_and_the_image_keeps_none(default_image, docker_client, tmp_path, twin_removed):
     assert cli.main(["--debug", "--report", str(tmp_path / "report.json")]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["id"] == default_image["id"], "--debug changed the image itself"
