@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import ROOT, BuildError
+from . import ROOT, BuildError, write_atomic
 
 SUITE = "trixie"
 LOCK = ROOT / "build" / "debian.lock.json"
@@ -97,9 +97,7 @@ def read_lock() -> dict[str, Any]:
 
 def write_lock(lock: dict[str, Any]) -> None:
     """Atomic write: a crash never leaves half a lock."""
-    temporary = LOCK.with_suffix(".tmp")
-    temporary.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, LOCK)
+    write_atomic(LOCK, json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
 
 def mmdebstrap(variant: str, include: Iterable[str], target: Path) -> list[Deb]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,16 +67,5 @@ def applets(binary: Path) -> list[str]:
 
 def context(binary: Path) -> io.BytesIO:
     """build/Dockerfile.debug, busybox/busybox and a link to it for each applet (fixed times and owners)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, path, mode in ((DOCKERFILE, ROOT / DOCKERFILE, 0o644), ("busybox/busybox", binary, 0o755)):
-            data = path.read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-        for applet in applets(binary):
-            info = tarfile.TarInfo(f"busybox/{applet}")
-            info.type, info.linkname, info.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(info)
-    buffer.seek(0)
-    return buffer
+    from .docker_build import debug_context
+    return debug_context(DOCKERFILE, binary, applets(binary))

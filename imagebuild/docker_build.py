@@ -91,6 +91,18 @@ def runtime_context(source: ModelSource, sbom: str) -> io.BytesIO:
     return _tar(fill)
 
 
+def debug_context(dockerfile: str, busybox: Path, applets: list[str]) -> io.BytesIO:
+    """What build/Dockerfile.debug copies, likewise: busybox/busybox and a link to it for each applet."""
+    def fill(tar: tarfile.TarFile) -> None:
+        _add(tar, ROOT / dockerfile, dockerfile)
+        _add(tar, busybox, "busybox/busybox")
+        for applet in applets:
+            info = tarfile.TarInfo(f"busybox/{applet}")
+            info.type, info.linkname, info.mode = tarfile.SYMTYPE, "busybox", 0o777
+            tar.addfile(info)
+    return _tar(fill)
+
+
 def split_reference(reference: str) -> tuple[str, str]:
     """REPOSITORY and TAG of an image reference (a registry's port is not a tag)."""
     if ":" in reference.rsplit("/", 1)[-1]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT
+from .debian_lock import sha256_file
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 PREDICATE = "https://slsa.dev/provenance/v1"
@@ -18,7 +19,7 @@ BUILD_TYPE = "https://github.com/sklearn-model-service/sklearn-model-service/blo
 
 
 def _sha256(path: Path) -> dict[str, str]:
-    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"sha256": sha256_file(path)}
 
 
 def _hex(image_id: str) -> dict[str, str]:

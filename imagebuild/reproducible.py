@@ -123,7 +123,7 @@ def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, 
     base_steps = len(client.api.history(base))
     with tempfile.TemporaryDirectory(prefix="normalize-") as temporary:
         workdir = Path(temporary)
-        digests: dict[str, str] = {}
+        layer_files: dict[str, tuple[str, Path]] = {}  # saved name -> (diff_id, file)
         manifest: list[dict[str, Any]] = []
         config: dict[str, Any] = {}
         with archive.saved(client.images.get(built)) as stream:
@@ -132,12 +132,13 @@ def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, 
                     continue
                 handle = stream.extractfile(member)
                 if member.name.endswith("/layer.tar"):
-                    digests[member.name] = _layer(handle, workdir / f"{len(digests)}.tar", keep)
+                    path = workdir / f"{len(layer_files)}.tar"
+                    layer_files[member.name] = (_layer(handle, path, keep), path)
                 elif member.name == "manifest.json":
                     manifest = archive.json_of(handle)
                 elif member.name.endswith(".json") and "/" not in member.name:
                     config = archive.json_of(handle)
-        layers = [(digests[name], workdir / f"{list(digests).index(name)}.tar") for name in manifest[0]["Layers"]]
+        layers = [layer_files[name] for name in manifest[0]["Layers"]]
         rewritten = normalized_config(config, [digest for digest, _ in layers], epoch, base_steps)
         image_tar = workdir / "image.tar"
         archive.write(image_tar, rewritten, layers, reference)
