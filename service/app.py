@@ -13,7 +13,7 @@ from .bundle import load_bundle
 from .config import settings_from_env
 from .errors import register_error_handlers
 from .examples import build_examples
-from .inputs import parse_rows, read_json_body
+from .inputs import parse_rows, read_json_body, value_budget
 from .metrics import Metrics
 from .predictor import Predictor
 from .state import EXTENSION, ServiceState, state
@@ -35,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep responses in the order they are written
 
     bundle = load_bundle(app.config["MODEL_DIR"])
+    app.config["MAX_JSON_VALUES"] = value_budget(app.config["MAX_ROWS"], len(bundle.features))
     predictor = Predictor(bundle, app.config["BATCH_MAX_ROWS"], app.config["BATCH_MAX_WAIT_MS"] / 1000,
                           fast_path=bool(app.config["FAST_PATH"]))
     examples = build_examples(bundle, predictor)  # doubles as the warm-up prediction

@@ -24,7 +24,8 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
                   "1: scikit-learn's compiled routines where they reproduce model.predict bit for bit at start-up; "
                   "0: always model.predict"),
     "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int, "open connections per worker"),
-    "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int, "seconds an idle connection is kept"),
+    "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int,
+                        "seconds a connection is kept without traffic (idle or not)"),
     "REQUEST_TIMEOUT": ("SERVICE_REQUEST_TIMEOUT", 10.0, float,
                         "seconds a client has to send a whole request (headers and body) once it has begun"),
     "MAX_BODY_BYTES": ("SERVICE_MAX_BODY_BYTES", 1_048_576, int, "larger request bodies get the JSON 413"),

@@ -1,20 +1,35 @@
 """Prometheus metrics at /metrics (prometheus_client), one registry per app.
 
-Counted: every request but health probes and /metrics itself, by endpoint (the route template, so the label
-set stays bounded), method and status; its latency; rows predicted; requests in flight; model info.
-With several worker processes (PROMETHEUS_MULTIPROC_DIR set by service/workers.py) /metrics sums them all.
+Counted: every request but health probes and /metrics itself, by endpoint (the route template, or "unmatched"),
+method (one the service routes, else "other") and status (what the app answered); its latency; rows predicted;
+requests in flight; open connections; model info. No label takes a value a client chose, so the series stay a
+closed set whatever the traffic (an invented method per request would otherwise add series without end).
+
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set by service/workers.py) /metrics sums them all; the
+counters and histograms of a worker that died are folded into one file per kind (`fold_dead_worker`), so the
+folder holds the live workers' files and those two, however often workers are replaced.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import json
 import os
 import time
+from pathlib import Path
+from typing import Iterator
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .logs import is_probe
 
+METRICS = "metrics"  # app.extensions key
+OTHER = "other"  # the method label of a method no route takes
+FOLDED = ("counter", "histogram")  # the kinds whose dead workers' values must keep counting
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -28,6 +43,8 @@ class Metrics:
         self.rows = Counter("predicted_rows", "Rows predicted", ("endpoint",), registry=self.registry)
         self.in_flight = Gauge("http_requests_in_flight", "Requests being answered", registry=self.registry,
                                multiprocess_mode="livesum")
+        self.connections = Gauge("http_connections_open", "Client connections open", registry=self.registry,
+                                 multiprocess_mode="livesum")
         Gauge("model_info", "The served model (always 1)", ("name", "version", "sha256"), registry=self.registry,
               multiprocess_mode="max").labels(card["name"], card["version"], card["artifact"]["sha256"]).set(1)
         self.shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -37,12 +54,61 @@ class Metrics:
         if self.shared:  # every worker's files, read at each scrape
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
+            with _folder_lock(os.environ["PROMETHEUS_MULTIPROC_DIR"], fcntl.LOCK_SH):
+                text = generate_latest(registry)
+        else:
+            text = generate_latest(registry)
         # content_type, not mimetype: Flask would add a second charset to CONTENT_TYPE_LATEST's own
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        return Response(text, content_type=CONTENT_TYPE_LATEST)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, mode: int) -> Iterator[None]:
+    """A scrape (shared) never reads the folder while a dead worker's files are being folded (exclusive)."""
+    with open(os.path.join(folder, "fold.lock"), "a+b") as lock:
+        fcntl.flock(lock, mode)
+        yield
+
+
+def fold_dead_worker(pid: int, folder: str) -> None:
+    """After worker `pid` died: its live gauges go (prometheus_client's mark_process_dead), its other gauges
+    too (model_info is the same in every worker), and its counters and histograms are added into
+    `<kind>_dead.db`, so totals never go back and the folder does not grow with every replaced worker."""
+    mark_process_dead(pid, folder)
+    with _folder_lock(folder, fcntl.LOCK_EX):
+        for dead in Path(folder).glob(f"gauge_*_{pid}.db"):
+            dead.unlink()
+        for kind in FOLDED:
+            dead, archive = Path(folder, f"{kind}_{pid}.db"), Path(folder, f"{kind}_dead.db")
+            if not dead.exists():
+                continue
+            files = [str(path) for path in (archive, dead) if path.exists()]
+            merged = MultiProcessCollector.merge(files, accumulate=False)  # the form the files hold
+            staged = archive.with_suffix(".tmp")  # not *.db: a scrape never reads it half written
+            staged.unlink(missing_ok=True)
+            values = MmapedDict(str(staged))
+            try:
+                for metric in merged:
+                    for sample in metric.samples:
+                        key = json.dumps([metric.name, sample.name, sample.labels, metric.documentation],
+                                         sort_keys=True)
+                        values.write_value(key, sample.value, 0.0)
+            finally:
+                values.close()
+            staged.replace(archive)
+            dead.unlink()
+
+
+@functools.cache
+def _routed_methods(app: Flask) -> frozenset[str]:
+    """Every method some route takes (read at the first request, once every route is registered)."""
+    return frozenset(method for rule in app.url_map.iter_rules() for method in rule.methods or ())
 
 
 def install(app: Flask, metrics: Metrics) -> None:
     """Count and time each request (its start time is g.started, set when the request begins)."""
+    app.extensions[METRICS] = metrics
+
     @app.before_request
     def enter() -> None:
         g.counted = not is_probe(request.path)
@@ -53,7 +119,8 @@ def install(app: Flask, metrics: Metrics) -> None:
     def record(response: Response) -> Response:
         if g.get("counted"):
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-            labels = (endpoint, request.method, str(response.status_code))
+            method = request.method if request.method in _routed_methods(app) else OTHER
+            labels = (endpoint, method, str(response.status_code))
             metrics.requests.labels(*labels).inc()
             metrics.latency.labels(*labels).observe(time.perf_counter() - g.started)
             if g.get("rows") and response.status_code == 200:

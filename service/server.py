@@ -1,9 +1,10 @@
 """waitress with explicit limits, and a graceful stop on SIGTERM/SIGINT.
 
-On the signal: readiness turns false at once; connections already queued in the listen backlog are adopted,
-then the listening socket closes; each connection is closed once it has nothing queued, running or unsent and
-has been quiet briefly (so a request already on its way is still read and answered); the process leaves when
-no connection is left, and within DRAIN_SECONDS whatever clients do.
+On the signal: readiness turns false at once and every answer from then on carries `Connection: close` (a
+keep-alive client sends its next request on a new connection, elsewhere); connections already queued in the
+listen backlog are adopted, then the listening socket closes; each connection is closed once it has nothing
+queued, running, partly received or unsent and has been quiet briefly (so a request already on its way is still
+read and answered); the process leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import signal
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask
 from waitress.server import create_server
 
-from .connections import Channel, close_slow_requests
+from .connections import SWEEP_SECONDS, Channel, enforce_deadlines
+from .metrics import METRICS
 from .state import EXTENSION
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def make_server(app: Flask, listener: socket.socket) -> Any:
         clear_untrusted_proxy_headers=True,
     )
     server.channel_class = Channel
+    server.draining = False  # set on SIGTERM: answers then close their connection (service/connections.py)
     return server
 
 
@@ -55,12 +58,12 @@ QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or un
 
 
 def _close_finished(server: Any, draining_since: float) -> None:
-    """Mark for closing every connection with nothing queued, running or unsent that has been quiet for
-    QUIET_SECONDS, counted from the drain's start at the earliest: an idle keep-alive client still gets that
-    long to send a request it had already started."""
+    """Mark for closing every connection with nothing queued, running, partly received or unsent that has been
+    quiet for QUIET_SECONDS, counted from the drain's start at the earliest: an idle keep-alive client still
+    gets that long to send a request it had already started."""
     quiet_since = time.time() - QUIET_SECONDS
     for channel in list(server.active_channels.values()):
-        idle = not (channel.requests or channel.total_outbufs_len)
+        idle = not (channel.requests or channel.request or channel.total_outbufs_len)
         if idle and max(channel.last_activity, draining_since) <= quiet_since:
             channel.will_close = True  # the loop's next pass closes it
 
@@ -77,28 +80,39 @@ def _stop_listening(server: Any) -> None:
     server.socket.close()
 
 
-def serve(app: Flask, listener: socket.socket, parent: int | None = None) -> None:
-    """Serve until SIGTERM or SIGINT (or, for a worker, until its supervisor `parent` is gone), then drain."""
+def serve(app: Flask, listener: socket.socket, parent: int | None = None,
+          serving: Callable[[], None] = lambda: None) -> None:
+    """Serve until SIGTERM or SIGINT (or, for a worker, until its supervisor `parent` is gone), then drain.
+    `serving` is called once a signal would drain."""
     server = make_server(app, listener)
     stopping = threading.Event()
     ready = app.extensions[EXTENSION].ready
-    request_timeout = app.config["REQUEST_TIMEOUT"]
+    connections = app.extensions[METRICS].connections
+    request_timeout, idle_timeout = app.config["REQUEST_TIMEOUT"], app.config["CHANNEL_TIMEOUT"]
     first_seen: dict[int, tuple[Any, float]] = {}
+    next_sweep = 0.0
 
     def on_signal(signum: int, _frame: Any) -> None:
         ready.clear()
+        server.draining = True
         stopping.set()
         server.pull_trigger()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    serving()
     log.info("serving on http://%s:%s", server.effective_host, server.effective_port)
     while not stopping.is_set():
         server.asyncore.loop(timeout=LOOP_TIMEOUT, map=server._map, count=1)
-        close_slow_requests(server, request_timeout, first_seen)
+        if time.monotonic() < next_sweep:
+            continue
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        enforce_deadlines(server, request_timeout, idle_timeout, first_seen)
+        connections.set(len(server.active_channels))
         if parent is not None and os.getppid() != parent:  # the supervisor was killed: leave, as it would ask
             log.warning("supervisor %d is gone: stopping", parent)
             ready.clear()
+            server.draining = True
             stopping.set()
 
     drain = app.config["DRAIN_SECONDS"]
@@ -108,5 +122,6 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None) -> Non
     while server.active_channels and time.monotonic() < deadline:
         _close_finished(server, draining_since)
         server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+    connections.set(0)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
     log.info("stopped (drain limit %.1f s)", drain)

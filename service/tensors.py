@@ -17,7 +17,7 @@ import numpy as np
 from flask import Response, current_app, request
 
 from .errors import ApiError
-from .inputs import decode_json, request_body
+from .inputs import check_value_count, decode_json, request_body
 
 HEADER = "Inference-Header-Content-Length"
 EXTENSION = "binary_tensor_data"
@@ -50,7 +50,7 @@ def read_request() -> dict[str, Any]:
 
 def _with_binary_data(inputs: list[Any], blob: bytes) -> list[Any]:
     """Each input that announces binary_data_size, with its bytes decoded into `data`."""
-    decoded, offset = [], 0
+    decoded, offset, elements = [], 0, 0
     for tensor in inputs:
         size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
         if size is None:
@@ -59,6 +59,10 @@ def _with_binary_data(inputs: list[Any], blob: bytes) -> list[Any]:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(blob):
             raise _invalid(f"input {tensor.get('name')!r}: binary_data_size {size!r} does not fit the "
                            f"{len(blob) - offset} bytes left after the JSON")
+        datatype = tensor.get("datatype")  # a BYTES element takes at least its 4-byte length
+        layout = LAYOUTS.get(datatype) if isinstance(datatype, str) else None
+        elements += size // (np.dtype(layout).itemsize if layout else 4)
+        check_value_count(elements)  # before they become Python values
         decoded.append({**tensor, "data": _decode(tensor, blob[offset:offset + size])})
         offset += size
     if offset != len(blob):

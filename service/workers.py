@@ -10,20 +10,27 @@ With more than one worker the first process only supervises: it binds the socket
 loads and checks the model itself, so nothing an estimator started, such as an OpenMP pool, crosses a fork),
 forwards SIGTERM/SIGINT, starts a new worker if one dies, and stops with exit code 2 if a worker cannot start
 (a bad bundle or setting). The first worker starts alone and the others once it has loaded the model: a bad
-bundle is reported once, and the first worker serves while the others load. Metrics are summed over workers through prometheus_client's multiprocess mode, in
-a private folder under /dev/shm (a tmpfs even in a read-only container).
+bundle is reported once, and the first worker serves while the others load. When BOOT_FAILURES workers in a
+row die before they are ready (a full /dev/shm kills each with SIGBUS as it creates its metrics), the supervisor
+stops with exit code 3 and one line saying so, and the container's restart policy or Kubernetes starts afresh:
+a container that only replaced crashing workers would stay "Up" without serving.
+
+Metrics are summed over workers through prometheus_client's multiprocess mode, in a private folder under
+/dev/shm (a tmpfs even in a read-only container).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import cpus as cpu_limits
@@ -31,6 +38,8 @@ from .config import worker_count
 
 log = logging.getLogger("service")
 START_ERROR = 2  # a worker's exit code for "cannot start": bad bundle or setting; retrying cannot help
+WORKERS_FAILING = 3  # the supervisor's exit code when workers keep dying before they are ready
+BOOT_FAILURES = 5  # that many in a row (gunicorn halts on the first; a worker may die of a passing cause)
 RESPAWN_PAUSE = 1.0  # seconds before replacing a worker that died within this long of starting
 STOP_GRACE = 2.0  # seconds past DRAIN_SECONDS before a worker that has not left is killed
 
@@ -44,7 +53,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
                  parent: int | None = None, decision: Mapping[str, Any] | None = None) -> int:
     """Load, check and warm up the model, then serve until SIGTERM/SIGINT. Exit code for the process.
 
-    `ready_fd`, if given, gets one byte once the model is loaded (the supervisor waits for it); `parent` is the
+    `ready_fd`, if given, gets one byte once the model is loaded and a SIGTERM would drain; `parent` is the
     supervisor's pid: the worker stops when it is no longer its parent. A lone worker's `decision` (the worker
     count and which limit set it) joins its ready line."""
     from .app import create_app
@@ -71,10 +80,13 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
         "worker": worker, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)),
         "inference": service.predictor.inference["path"], "micro_batching": service.predictor.batcher is not None,
         **(decision or {})})
-    if ready_fd is not None:
-        os.write(ready_fd, b"r")
-        os.close(ready_fd)
-    serve(app, listener, parent)
+
+    def serving() -> None:  # SIGTERM now drains this worker: the supervisor may count it ready (and stop it last)
+        if ready_fd is not None:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
+
+    serve(app, listener, parent, serving)
     return 0
 
 
@@ -128,27 +140,48 @@ def run(settings: Mapping[str, Any]) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass
+class Worker:
+    """A started worker: its index, when it started, and the pipe it says "ready" on (None once it has)."""
+
+    index: int
+    started: float
+    ready_pipe: int | None
+
+
 class Supervisor:
-    """Starts the workers, replaces those that die, and stops them all on SIGTERM/SIGINT."""
+    """Starts the workers, replaces those that die, stops them all on SIGTERM/SIGINT, and gives up when workers
+    keep dying before they are ready (gunicorn's worker boot error): replacing them could only repeat that."""
 
     def __init__(self, listener: socket.socket, count: int, cpus: list[int], settings: Mapping[str, Any],
                  decision: Mapping[str, Any] | None = None):
         self.listener, self.count, self.cpus, self.settings = listener, count, cpus, settings
         self.decision = dict(decision or {"workers": count})
-        self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
+        self.children: dict[int, Worker] = {}  # pid -> worker
+        self.waiting = list(range(1, count))  # started once a first worker is ready: a bad bundle is told once
         self.pid = os.getpid()
         self.deadline: float | None = None  # set when stopping
+        self.stop_requested = False  # set by the signal handler; the loop does the stopping
+        self.wake_read, self.wake_write = os.pipe()  # a signal writes here, so the loop's wait ends at once
+        os.set_blocking(self.wake_write, False)
+        self.signalled: set[int] = set()  # workers sent SIGTERM
+        self.boot_failures = 0  # workers in a row that died before they were ready
         self.exit_code = 0
 
-    def start(self, index: int, wait: bool = False) -> bool:
-        """Start worker `index`; with `wait`, return only once it has loaded the model (True) or died (False)."""
-        ready_read, ready_write = os.pipe() if wait else (None, None)
+    def start(self, index: int) -> None:
+        """Fork worker `index`; it writes one byte to its pipe once it has loaded the model."""
+        ready_read, ready_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
             code = 1
             try:
-                if ready_read is not None:
-                    os.close(ready_read)
+                os.close(ready_read)
+                signal.set_wakeup_fd(-1)
+                os.close(self.wake_read)
+                os.close(self.wake_write)
+                for worker in self.children.values():  # the others' pipes are not this worker's
+                    if worker.ready_pipe is not None:
+                        os.close(worker.ready_pipe)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if self.settings["PIN_CPUS"]:
@@ -159,56 +192,96 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
-        self.children[pid] = (index, time.monotonic())
-        if ready_read is None:
-            return True
         os.close(ready_write)
-        try:
-            return os.read(ready_read, 1) == b"r"  # EOF: the worker ended before it was ready
-        finally:
-            os.close(ready_read)
+        self.children[pid] = Worker(index, time.monotonic(), ready_read)
 
-    def stop(self, *_signal: Any) -> None:
+    def request_stop(self, *_signal: Any) -> None:
+        """The signal handler: only notes the request (the loop acts on it)."""
+        self.stop_requested = True
+
+    def stop(self) -> None:
+        """Stop the workers: first those not serving yet, then, once they are gone, those serving. The last
+        process holding the listening socket is then one that takes in every connection the kernel has queued
+        before it closes it; a worker still loading the model would hold the socket without ever accepting, and
+        the connections queued meanwhile would be reset when it ends."""
         if self.deadline is None:
             self.deadline = time.monotonic() + self.settings["DRAIN_SECONDS"] + STOP_GRACE
             self.listener.close()  # only the workers' copies remain; they close theirs as they drain
-        for pid in self.children:
-            os.kill(pid, signal.SIGTERM)
+        loading = [pid for pid, worker in self.children.items() if worker.ready_pipe is not None]
+        for pid in (loading or list(self.children)):
+            if pid not in self.signalled:
+                os.kill(pid, signal.SIGTERM)
+                self.signalled.add(pid)
 
     def run(self) -> int:
-        from prometheus_client import multiprocess
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        if self.start(0, wait=True):
-            for index in range(1, self.count):
-                self.start(index)
-            log.info("%d workers started (%s)", self.count, self.decision.get("decided_by", "SERVICE_WORKERS"),
-                     extra={**self.decision, "cpus": self.cpus,
-                            "metrics_folder": os.environ["PROMETHEUS_MULTIPROC_DIR"]})
+        from .metrics import fold_dead_worker  # imports prometheus_client: only once its folder is set
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.set_wakeup_fd(self.wake_write)
+        self.start(0)
         while self.children:
+            if self.stop_requested:
+                self.stop()
+            self.read_ready(timeout=0.05)
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     for straggler in self.children:
                         os.kill(straggler, signal.SIGKILL)
-                time.sleep(0.05)
                 continue
             if pid not in self.children:  # not a worker (a library's helper process, say): reaped, nothing more
                 continue
-            index, started = self.children.pop(pid)
-            multiprocess.mark_process_dead(pid)
-            self.replace(index, started, os.waitstatus_to_exitcode(status))
+            worker = self.children.pop(pid)
+            if worker.ready_pipe is not None:
+                os.close(worker.ready_pipe)
+            if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+                fold_dead_worker(pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+            self.replace(worker, os.waitstatus_to_exitcode(status))
         return self.exit_code
 
-    def replace(self, index: int, started: float, code: int) -> None:
-        """A worker left: during a stop that is expected; otherwise start another, unless it cannot start."""
-        if self.deadline is not None:
+    def read_ready(self, timeout: float) -> None:
+        """Wait up to `timeout` for a worker to say it is ready (or a signal to arrive); the first one ready
+        starts the others."""
+        pipes = {worker.ready_pipe: worker for worker in self.children.values() if worker.ready_pipe is not None}
+        readable, _, _ = select.select([self.wake_read, *pipes], [], [], timeout)
+        for pipe in readable:
+            if pipe == self.wake_read:
+                os.read(pipe, 512)  # the signals' bytes; their handler has already run
+                continue
+            worker = pipes[pipe]
+            if os.read(pipe, 1) != b"r":  # EOF: it died before it was ready; reaped by the loop
+                continue
+            os.close(pipe)
+            worker.ready_pipe = None
+            self.boot_failures = 0
+            if self.waiting and self.deadline is None:
+                for index in self.waiting:
+                    self.start(index)
+                self.waiting = []
+                log.info("%d workers started (%s)", self.count, self.decision.get("decided_by", "SERVICE_WORKERS"),
+                         extra={**self.decision, "cpus": self.cpus,
+                                "metrics_folder": os.environ["PROMETHEUS_MULTIPROC_DIR"]})
+
+    def replace(self, worker: Worker, code: int) -> None:
+        """A worker left: during a stop that is expected; otherwise start another, unless it cannot start or
+        workers keep dying before they are ready."""
+        if self.stop_requested:
             return
         if code == START_ERROR:  # the worker has said why, in one line
             self.exit_code = START_ERROR
-            self.stop()
+            self.stop_requested = True
             return
-        log.error("worker %d exited with code %d; starting another", index, code)
-        if time.monotonic() - started < RESPAWN_PAUSE:
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if worker.ready_pipe is not None:
+            self.boot_failures += 1
+            if self.boot_failures >= BOOT_FAILURES:
+                print(f"error: {BOOT_FAILURES} workers in a row died before they were ready (the last {how}); "
+                      f"stopping so that the container is restarted (a full /dev/shm or too little memory?)",
+                      file=sys.stderr)
+                self.exit_code = WORKERS_FAILING
+                self.stop_requested = True
+                return
+        log.error("worker %d %s; starting another", worker.index, how)
+        if time.monotonic() - worker.started < RESPAWN_PAUSE:
             time.sleep(RESPAWN_PAUSE)
-        self.start(index)
+        self.start(worker.index)

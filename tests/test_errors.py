@@ -28,7 +28,9 @@ BAD_BODIES = [
     ("empty body", lambda a: "", 400, "invalid_json", None),
     ("not utf-8", lambda a: b'{"a": "\xff"}', 400, "invalid_json", None),
     ("duplicate key", lambda a: '{"x": 1, "x": 2}', 400, "invalid_json", lambda a: "x"),
-    ("too deep", lambda a: "[" * 20_000 + "]" * 20_000, 400, "invalid_json", None),
+    # refused before parsing (issue 29): each "[" is a value, more than 50 rows can need
+    ("too deep", lambda a: "[" * 20_000 + "]" * 20_000, 413, "too_many_values", None),
+    ("more values than rows need", lambda a: "[" + ",".join(["{}"] * 1_000) + "]", 413, "too_many_values", None),
     ("NaN", lambda a: with_value(a, float("nan")), 422, "not_finite", None),
     ("Infinity", lambda a: with_value(a, float("inf")), 422, "not_finite", None),
     ("-Infinity", lambda a: with_value(a, float("-inf")), 422, "not_finite", None),
@@ -120,3 +122,20 @@ def test_a_non_finite_answer_is_never_sent(client, service, monkeypatch):
     response = client.post("/predict", data=with_value(client.application, 1), content_type="application/json")
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "rejected_by_model"
     assert "NaN" not in response.get_data(as_text=True)
+
+
+def test_commas_inside_text_do_not_count_as_values(client, app):
+    """The value count before parsing is exact when it matters: commas within strings are not values."""
+    record = {**good_record(app), "note": "," * 5_000}
+    response = client.post("/predict", data=json.dumps(record), content_type="application/json")
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "unknown_feature"
+
+
+def test_binary_tensors_count_their_elements_before_decoding(client, app):
+    features = app.extensions[EXTENSION].bundle.card["features"]
+    header = json.dumps({"inputs": [{"name": features[0]["name"], "shape": [20_000], "datatype": "BOOL",
+                                     "parameters": {"binary_data_size": 20_000}}]}).encode()
+    name = app.extensions[EXTENSION].bundle.card["name"]
+    response = client.post(f"/v2/models/{name}/infer", data=header + bytes(20_000),
+                           headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code == 413 and "more than" in response.get_json()["error"]

@@ -18,6 +18,8 @@ import pytest
 
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
+from .hostile import drain_outcome, keep_alive_clients
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps([{"age": 50 + i % 20, "sex": 1, "bmi": 25.0, "bp": 90, "s1": 180, "s2": 100, "s3": 50,
                     "s4": 4, "s5": 4.5, "s6": 90} for i in range(200)])
@@ -29,11 +31,12 @@ def log_entries(path: Path) -> list[dict]:
 
 
 @contextlib.contextmanager
-def running_server(workers: int, folder: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+def running_server(workers: int, folder: Path, environment: dict[str, str] | None = None,
+                   ) -> Iterator[tuple[subprocess.Popen, int]]:
     """The server process; its log goes to a file (a pipe read only at the end fills up and blocks it)."""
     port = free_port()
     env = {**os.environ, "SERVICE_PORT": str(port), "SERVICE_THREADS": "4", "SERVICE_DRAIN_SECONDS": "5",
-           "SERVICE_WORKERS": str(workers)}
+           "SERVICE_WORKERS": str(workers), **(environment or {})}
     log_path = folder / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=log, text=True)
@@ -127,17 +130,42 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
 
     assert ready.status == 503
     accepted = [r for r in results if r[2] != "refused"]
-    # Started before the signal: every one must succeed. Started after it: the listener is closing, so a
-    # connection may be refused, or reset if the kernel completed its handshake in the instant between the last
-    # adopted connection and the close; it must never get an error status.
+    # Started before the signal: every one must succeed. Started after it: the listener is closing, so a new
+    # connection may be refused, never reset or answered with an error. (A reset was allowed here until issue 29:
+    # a worker still loading the model held the listening socket without accepting, and what the kernel queued
+    # meanwhile was reset when it ended; the supervisor now stops such workers first. What remains is the
+    # microseconds between the last worker's final accept and its close.)
     failures = [r for r in accepted if r[0] < signalled and r[2] != "200"]
-    late_errors = [r for r in results if r[0] >= signalled and r[2] not in ("200", "refused", "ConnectionResetError")]
+    late_errors = [r for r in results if r[0] >= signalled and r[2] not in ("200", "refused")]
     in_flight = [r for r in accepted if r[0] < signalled < r[1]]
     assert code == 0 and exited < 5.5
     assert not failures, failures[:5]
     assert not late_errors, late_errors[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
     assert len(accepted) > 20
+
+
+def test_sigterm_loses_nothing_on_busy_keep_alive_connections(server):
+    """Issue 29: pooled clients (requests.Session) sending back to back were each cut mid-request at the drain
+    deadline, because no answer told them to close. From SIGTERM on, every answer carries Connection: close."""
+    process, port = server
+    results: list[tuple[float, float, str]] = []
+    stop = threading.Event()
+    threads = keep_alive_clients(port, 8, stop, results)
+    try:
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=8)
+        exited = time.monotonic() - signalled
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    failed, in_flight = drain_outcome(results, signalled)
+    assert code == 0 and not failed, failed[:5]
+    assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
+    assert exited < 2.0, f"the drain took {exited:.2f} s with nothing left in flight (limit 5 s)"
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -175,9 +203,12 @@ def test_workers_are_bound_to_cpus_and_metrics_sum_over_them(shared_server):
 
 
 @pytest.mark.parametrize("server", [2], indirect=True, ids=["2 workers"])
-def test_a_worker_that_dies_is_replaced_and_the_shared_metrics_are_removed_at_exit(server):
+def test_a_worker_that_dies_is_replaced_its_counts_kept_and_the_shared_metrics_removed_at_exit(server):
     process, port = server
+    assert [predict(port) for _ in range(20)] == [200] * 20
     victim = next(iter(worker_starts(process)))
+    counted_before = requests_counted(port)
+    assert counted_before == 20
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(worker_starts(process)) < process.workers + 1:
@@ -185,12 +216,24 @@ def test_a_worker_that_dies_is_replaced_and_the_shared_metrics_are_removed_at_ex
     assert len(worker_starts(process)) == process.workers + 1, process.log_path.read_text()[-2000:]
     assert [predict(port) for _ in range(10)] == [200] * 10
     replaced = [e for e in log_entries(process.log_path) if e["message"].startswith("worker ") and e["level"] == "ERROR"]
-    assert replaced and "starting another" in replaced[0]["message"]
+    assert replaced and "was killed by SIGKILL; starting another" in replaced[0]["message"]
     folder = next(e["metrics_folder"] for e in log_entries(process.log_path) if "metrics_folder" in e)
     assert Path(folder).is_dir()
+    # the dead worker's counts are kept (folded into one file per kind), its own files gone
+    assert requests_counted(port) == counted_before + 10
+    assert not list(Path(folder).glob(f"*_{victim}.db"))
+    assert {p.name for p in Path(folder).glob("*_dead.db")} == {"counter_dead.db", "histogram_dead.db"}
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
     assert not Path(folder).exists()
+
+
+def requests_counted(port: int) -> float:
+    """POST /predict requests answered 200, summed over every worker, live or dead."""
+    _, text = get(port, "/metrics")
+    lines = [line for line in text.decode().splitlines()
+             if line.startswith('http_requests_total{endpoint="/predict",method="POST",status="200"}')]
+    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def gone(pid: int) -> bool:
@@ -248,3 +291,45 @@ def test_the_supervisor_reaps_a_child_that_is_not_a_worker():
                             timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "0" and "KeyError" not in result.stderr
+
+
+CRASHING_WORKERS = """
+import os, signal, socket, sys, tempfile, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
+import service.workers as workers
+
+def crash(listener, worker, ready_fd=None, parent=None):
+    if sys.argv[1] == "after ready":
+        os.write(ready_fd, b"r")
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGBUS)  # as a worker does when a full /dev/shm cannot take its metrics
+
+workers.serve_worker = crash
+workers.RESPAWN_PAUSE = 0.1
+if sys.argv[1] == "after ready":
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+sys.exit(workers.Supervisor(socket.socket(), 2, [0], {"PIN_CPUS": 0, "DRAIN_SECONDS": 1.0}).run())
+"""
+
+
+def test_workers_that_keep_dying_before_they_are_ready_stop_the_supervisor():
+    """Issue 29: with /dev/shm full every new worker died of SIGBUS at start and was replaced forever, while the
+    container stayed "Up". Now the supervisor gives up after BOOT_FAILURES in a row, with one line."""
+    from service.workers import BOOT_FAILURES, WORKERS_FAILING
+    result = subprocess.run([sys.executable, "-c", CRASHING_WORKERS, "before ready"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == WORKERS_FAILING, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {BOOT_FAILURES} workers in a row died before they were ready (the last was killed "
+                      f"by SIGBUS); stopping so that the container is restarted (a full /dev/shm or too little "
+                      f"memory?)"]
+    assert result.stderr.count("starting another") == BOOT_FAILURES - 1
+
+
+def test_workers_that_die_after_they_were_ready_are_replaced_without_end():
+    from service.workers import BOOT_FAILURES
+    result = subprocess.run([sys.executable, "-c", CRASHING_WORKERS, "after ready"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]  # stopped by SIGTERM after 3 s, not by giving up
+    assert result.stderr.count("was killed by SIGBUS; starting another") > BOOT_FAILURES
