@@ -1,10 +1,25 @@
-"""`docker load` archives written from a config and layer tars, and `docker save` read as a stream."""
+"""`docker load` archives written from a config and layer tars, and `docker save` archives read by what they
+declare, whichever engine wrote them:
+
+- Docker 20.10 to 24 (the legacy layout): `manifest.json` names `<id>.json` as the config and `<id>/layer.tar`
+  for each layer;
+- Docker 25 and later (an OCI image layout): `manifest.json` names blobs, `blobs/sha256/<hex>`; `index.json`
+  leads to the same through an OCI manifest, and is what is read when there is no `manifest.json`. With the
+  containerd image store a layer blob may be compressed (gzip or zstd), so a layer's diff_id is the digest of its
+  uncompressed tar, not of its blob.
+
+The members come in the engine's order (a layout's `manifest.json` comes last), so `read_saved` keeps every file
+on disk and resolves the names once the whole archive has been read.
+"""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +48,90 @@ def saved(image: Any) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BufferedReader(ChunkReader(iter(image.save(named=False)))), mode="r|")
 
 
+@dataclass(frozen=True)
+class Saved:
+    """An image from `docker save`: its config as stored, and each layer's diff_id and uncompressed tar, bottom
+    up. The config's digest is the image id of Docker's classic store, whatever the engine calls the image."""
+
+    config_bytes: bytes
+    layers: list[tuple[str, Path]]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_bytes)
+
+    @property
+    def config_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.config_bytes).hexdigest()
+
+
+class ArchiveError(Exception):
+    """A `docker save` archive that does not hold what its manifest or index says."""
+
+
+GZIP, ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def read_saved(stream: tarfile.TarFile, workdir: Path) -> Saved:
+    """Read a `docker save` archive into `workdir`: legacy or OCI layout, layers plain or compressed."""
+    files: dict[str, Path] = {}
+    for member in stream:
+        if member.isfile():
+            path = workdir / f"member-{len(files)}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(stream.extractfile(member), out, 1 << 20)  # type: ignore[arg-type]
+            files[member.name] = path
+    config_name, layer_names = _declared(files)
+    layers = [_uncompressed(_member(files, name), workdir / f"layer-{index}.tar")
+              for index, name in enumerate(layer_names)]
+    return Saved(_member(files, config_name).read_bytes(), layers)
+
+
+def _member(files: dict[str, Path], name: str) -> Path:
+    try:
+        return files[name]
+    except KeyError:
+        raise ArchiveError(f"the archive declares {name} but holds no such file") from None
+
+
+def _declared(files: dict[str, Path]) -> tuple[str, list[str]]:
+    """The config's and the layers' member names, from manifest.json, else from index.json."""
+    if "manifest.json" in files:
+        manifest = json.loads(files["manifest.json"].read_bytes())
+        if len(manifest) != 1:
+            raise ArchiveError(f"manifest.json lists {len(manifest)} images; one was saved")
+        return manifest[0]["Config"], list(manifest[0]["Layers"])
+    if "index.json" not in files:
+        raise ArchiveError("neither manifest.json nor index.json: not a `docker save` archive")
+    document = json.loads(files["index.json"].read_bytes())
+    while document.get("mediaType") in INDEX_TYPES or "manifests" in document:  # an index: its (first) manifest
+        document = json.loads(_member(files, _blob(document["manifests"][0]["digest"])).read_bytes())
+    return _blob(document["config"]["digest"]), [_blob(layer["digest"]) for layer in document["layers"]]
+
+
+def _blob(digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"blobs/{algorithm}/{hexdigest}"
+
+
+def _uncompressed(path: Path, out: Path) -> tuple[str, Path]:
+    """(diff_id, tar) of a layer blob: the blob itself when it is a plain tar, else its decompressed copy."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic.startswith(GZIP) or magic == ZSTD:
+        with path.open("rb") as raw, out.open("wb") as plain:
+            if magic == ZSTD:
+                import zstandard
+                zstandard.ZstdDecompressor().copy_stream(raw, plain)
+            else:
+                shutil.copyfileobj(gzip.GzipFile(fileobj=raw), plain, 1 << 20)
+        path.unlink()
+        path = out
+    with path.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest(), path
+
+
 def config_bytes(config: dict[str, Any]) -> bytes:
     """The config as the archive stores it: its sha256 is the image id `docker load` gives."""
     return json.dumps(config, sort_keys=True).encode()
@@ -56,6 +155,3 @@ def write(out: Path, config: dict[str, Any], layers: list[tuple[str, Path]], ref
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
 
-
-def json_of(handle: Any) -> Any:
-    return json.loads(handle.read())

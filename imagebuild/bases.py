@@ -1,5 +1,6 @@
-"""The two base images, from Debian 13 packages alone, for machines that reach no container registry:
-- builder: a minimal Debian 13 root with python3.13 (mmdebstrap --variant=apt), imported into Docker;
+"""The two base images, from Debian 13 packages alone (fetched by imagebuild/debs.py: no registry, no Debian tools):
+- builder: a minimal Debian 13 root with python3.13 (the packages of mmdebstrap's apt variant, as locked), its
+  maintainer scripts run by dpkg inside a container, imported into Docker;
 - runtime: the distroless-style root of imagebuild/rootfs.py, loaded as an image with one layer per package
   group and the distroless python3 configuration (entrypoint, environment, user 65532, created at the epoch).
 Each is tagged with the key of its lock section, so an engine that has it already is not asked to rebuild it.
@@ -8,18 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import ROOT, BuildError, archive
+from . import debs
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
-                          resolve_section, section_key, sha256_file, verify_debs)
+                          resolve_section, section_key, sha256_file, verify_debs, with_pool_paths)
 from .progress import say
-from .rootfs import NONROOT, RUNTIME_TRIM, compose_runtime
+from .rootfs import DEBS_IN_STAGE, NONROOT, RUNTIME_TRIM, compose_builder_stage, compose_runtime
 
 BASE_REPOSITORY = "sklearn-model-service-base"
 USED_BASES = ROOT / ".cache" / "base-images.json"  # the bases this checkout built with, for remove_superseded
@@ -107,49 +106,87 @@ def runtime_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str
     groups = read_groups(RUNTIME_LIST)
     wanted = [name for names in groups.values() for name in names]
     section = resolve_section("runtime", wanted, update, locked)
+    if update:
+        section = _resolve("runtime", "extract", wanted, section)
     if loaded := _loaded(client, "runtime", section):
         return loaded, section
     say(f"assembling the runtime base from {len(wanted)} Debian {SUITE} packages")
+    downloaded = debs.fetch_section(section, wanted)
+    reference = _reference("runtime", section)
     with tempfile.TemporaryDirectory(prefix="runtime-base-") as temporary:
         workdir = Path(temporary)
-        downloaded = {deb.name: deb for deb in mmdebstrap("extract", pinned_names(section, wanted), workdir / "root")}
-        absent = [name for name in wanted if name not in downloaded]
-        if absent:
-            raise BuildError(f"{', '.join(absent)} not found in Debian {SUITE}: check {RUNTIME_LIST.relative_to(ROOT)}")
-        verify_debs(downloaded, section, "runtime")
-        section = {"packages": {name: lock_entry(downloaded[name]) for name in sorted(wanted)},
-                   "not_shipped": sorted(set(downloaded) - set(wanted))}
-        reference = _reference("runtime", section)
         layers = compose_runtime(downloaded, groups, workdir)
         image_tar = workdir / "image.tar"
         _docker_archive(layers, reference, image_tar, image_key("runtime", section))
         with image_tar.open("rb") as handle:
-            client.images.load(handle.read())
+            client.images.load(handle)
     return reference, section
+
+
+def _resolve(kind: str, variant: str, wanted: list[str], section: dict[str, Any]) -> dict[str, Any]:
+    """`--update-lock`: the packages mmdebstrap resolves for `wanted` (Debian's tools: a maintainer's command),
+    checked against what the lock pinned, as a new lock section with each package's pool path."""
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-resolve-") as temporary:
+        everything = wanted + sorted(set(section.get("packages", {})) - set(wanted))
+        downloaded = {deb.name: deb for deb in mmdebstrap(variant, pinned_names(section, everything),
+                                                            Path(temporary) / "root")}
+        absent = [name for name in wanted if name not in downloaded]
+        if absent:
+            raise BuildError(f"{', '.join(absent)} not found in Debian {SUITE}: check build/{kind}-packages.txt")
+        verify_debs(downloaded, section, kind)
+        if kind == "runtime":
+            resolved = {"packages": {name: lock_entry(downloaded[name]) for name in sorted(wanted)},
+                        "not_shipped": sorted(set(downloaded) - set(wanted))}
+        else:
+            resolved = {"packages": {name: lock_entry(deb) for name, deb in sorted(downloaded.items())}}
+    return with_pool_paths(resolved)
 
 
 def builder_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The local Debian 13 builder base (mmdebstrap --variant=apt plus build/builder-packages.txt); returns its
-    reference and its lock section (new when re-resolved)."""
+    """The local Debian 13 builder base (the apt variant's packages plus build/builder-packages.txt, as locked);
+    returns its reference and its lock section (new when re-resolved).
+
+    Assembled without a package manager on the host: the locked .debs are unpacked in Python into a first stage,
+    which is imported; `dpkg --install` then runs every maintainer script in a container of it (root in the
+    container, any user on the host), and that container's file system, exported, is the base: one layer."""
     wanted = read_groups(BUILDER_LIST)["packages"]
     section = resolve_section("builder", wanted, update, locked)
+    if update:
+        section = _resolve("builder", "apt", wanted, section)
     if loaded := _loaded(client, "builder", section):
         return loaded, section
-    say(f"assembling the builder base (Debian {SUITE}, python3.13)")
+    say(f"assembling the builder base (Debian {SUITE}, python3.13, {len(section['packages'])} packages)")
+    reference = _reference("builder", section)
+    repository, tag = reference.rsplit(":", 1)
+    stage = f"{repository}-stage:{tag}"
+    downloaded = debs.fetch_section(section)
     with tempfile.TemporaryDirectory(prefix="builder-base-") as temporary:
-        root = Path(temporary) / "root"
-        everything = wanted + sorted(set(section.get("packages", {})) - set(wanted))
-        debs = {deb.name: deb for deb in mmdebstrap("apt", pinned_names(section, everything), root)}
-        verify_debs(debs, section, "builder")
-        section = {"packages": {name: lock_entry(deb) for name, deb in sorted(debs.items())}}
-        reference = _reference("builder", section)
-        shutil.rmtree(root / "var/cache/apt/archives")
-        (root / "var/cache/apt/archives/partial").mkdir(parents=True)
-        root_tar = Path(temporary) / "root.tar"
-        with tarfile.open(root_tar, "w") as tar:
-            for entry in sorted(os.listdir(root)):
-                tar.add(root / entry, arcname=entry)
-        repository, tag = reference.rsplit(":", 1)
+        stage_tar = Path(temporary) / "stage.tar"
+        compose_builder_stage(downloaded, stage_tar)
+        client.api.import_image_from_file(str(stage_tar), repository=f"{repository}-stage", tag=tag)
+        stage_tar.unlink()
+        container = client.containers.create(stage, ["/usr/bin/sh", "-c", DPKG_INSTALL], network_disabled=True,
+                                             environment={"DEBIAN_FRONTEND": "noninteractive", "PATH": PATH})
+        try:
+            container.start()
+            code = container.wait()["StatusCode"]
+            if code != 0:
+                last = container.logs().decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+                raise BuildError(f"dpkg --install of the builder's {len(downloaded)} packages failed (exit {code}): "
+                                 f"{last[0]}")
+            root_tar = Path(temporary) / "root.tar"
+            with root_tar.open("wb") as out:
+                for chunk in container.export():
+                    out.write(chunk)
+        finally:
+            container.remove(force=True)
+            client.images.remove(stage)
         client.api.import_image_from_file(str(root_tar), repository=repository, tag=tag,
                                           changes=["ENV LANG=C.UTF-8", "CMD [\"/bin/bash\"]"])
     return reference, section
+
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Every maintainer script run, in dependency order, over the files the stage already holds; then the .debs go.
+DPKG_INSTALL = (f"dpkg --install --force-depends --force-confnew /{DEBS_IN_STAGE}/*.deb >/tmp/dpkg.log 2>&1 "
+                f"|| {{ tail -5 /tmp/dpkg.log; exit 1; }}; rm -rf /{DEBS_IN_STAGE}/* /tmp/dpkg.log")

@@ -84,7 +84,10 @@ def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: boo
     for top, why in code_imports(source).items():
         needed.setdefault(top, why)
 
-    mapping, pins, notes = pipreqs_mapping(), {}, []
+    # A module named as a distribution the service already pins is that distribution: so the default bundle
+    # (joblib, numpy, scikit-learn) needs nothing installed on the build machine beyond requirements-build.txt.
+    mapping = {**{name: name for name in pinned(ROOT / "requirements.txt")}, **pipreqs_mapping()}
+    pins, notes = {}, []
     unknown = [top for top in needed if not env.distributions_of(top) and top not in mapping]
     owners = env.owners(sorted(scan.modules - set(unknown)), unknown) if unknown else {}
     for top, why in sorted(needed.items()):

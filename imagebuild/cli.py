@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .reproducible import Epoch
 
 REPOSITORY = "sklearn-model-service"
-OFFICIAL_RUNTIME = ("gcr.io/distroless/python3-debian13", "nonroot")
+PINNED_BASE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 SOURCE_URL = "https://github.com/sklearn-model-service/sklearn-model-service"
 
 
@@ -53,8 +53,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="keep only the modules and files the service uses for this model, found by running it "
                              "under a trace in the builder (smaller; a code path the trace never took may then miss "
                              "a module)")
-    parser.add_argument("--offline", action="store_true",
-                        help="do not try the official distroless base: assemble it from Debian packages")
+    parser.add_argument("--base", metavar="REF@sha256:DIGEST",
+                        help="the runtime base image, by digest (default: the distroless-style base assembled from "
+                             "build/debian.lock.json's Debian packages); it must run /usr/bin/python3.13 as "
+                             "Debian 13's, like gcr.io's distroless python3-debian13:nonroot")
     parser.add_argument("--update-requirements", action="store_true",
                         help="rewrite requirements.in from service/'s imports and recompile requirements.txt")
     parser.add_argument("--update-lock", action="store_true",
@@ -92,20 +94,25 @@ def docker_client() -> Any:
     return client
 
 
-def choose_runtime_base(client: Any, offline: bool, update_lock: bool,
+def choose_runtime_base(client: Any, base: str | None, update_lock: bool,
                         locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The official distroless base when it can be pulled (the lock's runtime section kept as it is), else the
-    equivalent from Debian packages, and its lock section."""
+    """The runtime base and the lock's runtime section: the base assembled from the lock, unless `base` names
+    another by digest (then pulled if the engine lacks it; the lock's section is kept as it is). Never a base
+    chosen by what the network allows: what ships is what was measured and tested."""
     from . import bases
     import docker.errors
-    if not offline:
-        repository, tag = OFFICIAL_RUNTIME
+    if base is None:
+        return bases.runtime_base(client, update_lock, locked)
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        say(f"pulling the runtime base {base}")
         try:
-            client.images.pull(repository, tag=tag)
-            return f"{repository}:{tag}", locked
+            client.images.pull(base)
         except docker.errors.APIError as exc:
-            say(f"cannot pull {repository}:{tag} ({str(exc.explanation or exc)[:80]}); using Debian packages")
-    return bases.runtime_base(client, update_lock, locked)
+            raise BuildError(f"--base {base}: cannot pull it ({str(exc.explanation or exc)[:120]}); pull or load "
+                             f"it into the engine first") from None
+    return base, locked
 
 
 def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
@@ -113,13 +120,13 @@ def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
     from . import bases, debian_lock
     lock = debian_lock.read_lock()
     builder, builder_section = bases.builder_base(client, args.update_lock, lock.get("builder", {}))
-    runtime, runtime_section = choose_runtime_base(client, args.offline, args.update_lock, lock.get("runtime", {}))
+    runtime, runtime_section = choose_runtime_base(client, args.base, args.update_lock, lock.get("runtime", {}))
     updated = {**lock, "builder": builder_section, "runtime": runtime_section}
     bases.check_same_python(builder_section, runtime_section)
     if updated != lock:
         debian_lock.write_lock(updated)
         say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
-    bases.remove_superseded(client, {builder, runtime})
+    bases.remove_superseded(client, {ref for ref in (builder, runtime) if ref.startswith(bases.BASE_REPOSITORY)})
     return builder, runtime
 
 
@@ -140,19 +147,20 @@ def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Epoc
     from . import debian_lock, debug_twin, docker_build, reproducible
     lock = debian_lock.read_lock()
     binary, section = debug_twin.busybox(update_lock, lock.get("debug", {}))
+    commands = debug_twin.applets(client, binary)
     if section != lock.get("debug"):
         debian_lock.write_lock({**lock, "debug": section})
         say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
     twin = debug_twin.reference(reference)
     as_built = docker_build.cache_reference(twin)
     say(f"building the debug twin {twin}")
-    docker_build.build(client, debug_twin.context(binary), debug_twin.DOCKERFILE, as_built, {"IMAGE": reference},
-                       labels)
+    docker_build.build(client, debug_twin.context(binary, commands), debug_twin.DOCKERFILE, as_built,
+                       {"IMAGE": reference}, labels)
     return {"image": twin, "id": reproducible.reproduce(client, as_built, twin, reference, epoch)}
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
-    from . import (bases, bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
+    from . import (bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
                    reproducible, sbom, served, wheels)
     started = time.time()
     trust = [name for item in args.trust for name in item.split(",")]
@@ -167,12 +175,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}"
     records = record_paths(args.report, reference)
-    # The lock describes the Debian packages of the base assembled here, not those of the official one.
-    debian = debian_lock.read_lock()["runtime"]["packages"] if runtime.startswith(bases.BASE_REPOSITORY) else {}
-    if not debian:
+    # The lock describes the Debian packages of the base assembled here, not those of one given with --base.
+    debian = {} if args.base else debian_lock.read_lock()["runtime"]["packages"]
+    if args.base:
         say(f"the SBOM leaves out the Debian packages of {runtime}: its /var/lib/dpkg/status.d lists them")
     sbom_text = sbom.document(reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
-                              source.artifact, epoch.seconds)
+                              source.artifact, epoch.seconds, runtime)
     builder_tag = docker_build.builder_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
     say(f"building {builder_tag} on {builder_base}")
@@ -198,7 +206,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     result["model"] = served.summary(served.served_card(client, reference))
     if args.prune:
         result["pruned"] = served.pruned(client, reference)
-    result["bases"] = {"builder": builder_base, "runtime": runtime}
+    result["bases"] = {"builder": builder_base, "runtime": runtime,
+                       "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
     result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
     result["records"] = {kind: str(path) for kind, path in records.items()}
     if debug:
@@ -247,7 +256,7 @@ def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
     return {"model": str(args.model) if args.model else "models/diabetes (default)",
             "sample": str(args.sample) if args.sample else None, "code": [str(path) for path in args.code],
             "trust": args.trust, "tag": reference, "prune": args.prune, "debug": args.debug, "push": args.push,
-            "latest": args.latest, "offline": args.offline}
+            "latest": args.latest, "base": args.base}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -264,6 +273,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return "--manifests only applies with --push (the manifests name the pushed digest)"
     if args.model is None and (args.sample or args.code or args.trust):
         return "--sample, --code and --trust apply to --model: give the model file too"
+    if args.base and not PINNED_BASE.match(args.base):
+        return f"--base {args.base}: name the base by digest, REPOSITORY@sha256:<64 hex digits> (a tag can move)"
     if args.size_budget is not None and args.size_budget <= 0:
         return f"--size-budget {args.size_budget:g}: give a size in MB greater than zero"
     if args.tag:

@@ -1,21 +1,19 @@
-"""The Debian packages of the base images, pinned: build/debian.lock.json records each .deb's version and sha256,
-honoured on rebuild; mmdebstrap resolves and downloads them (from the mirror in the host's apt configuration),
-and every download is checked against the lock.
+"""The Debian packages of the base images, pinned: build/debian.lock.json records each .deb's version, sha256 and
+pool path. Builds fetch exactly those (imagebuild/debs.py: Python and the mirror only). Resolving a new lock
+(`--update-lock`, a maintainer's command) takes Debian's own tools: mmdebstrap resolves the packages and their
+dependencies from the mirror, and the mirror's Packages index gives each one's pool path.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import re
+import shutil
 import subprocess
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import ROOT, BuildError, write_atomic
+from .debs import Deb, mirror
 
 SUITE = "trixie"
 LOCK = ROOT / "build" / "debian.lock.json"
@@ -23,57 +21,9 @@ RUNTIME_LIST = ROOT / "build" / "runtime-packages.txt"
 BUILDER_LIST = ROOT / "build" / "builder-packages.txt"
 
 
-@dataclass(frozen=True)
-class Deb:
-    """A downloaded package file."""
-
-    path: Path
-    name: str
-    version: str
-    sha256: str
-
-    def control(self) -> str:
-        return subprocess.run(["dpkg-deb", "-f", str(self.path)], check=True, capture_output=True,
-                              text=True).stdout
-
-    def md5sums(self) -> str:
-        """The package's md5sums control file (empty when it ships none)."""
-        data = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(self.path)], check=True,
-                              capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(data)) as control:
-            member = next((m for m in control.getmembers() if m.name.lstrip("./") == "md5sums"), None)
-            return control.extractfile(member).read().decode() if member is not None else ""  # type: ignore[union-attr]
-
-    def files(self) -> tarfile.TarFile:
-        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(self.path)], check=True,
-                              capture_output=True).stdout
-        return tarfile.open(fileobj=io.BytesIO(data))
-
-
 def sha256_file(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def host_mirror() -> str | None:
-    """The Debian archive URI from the host's apt sources (deb822 or one-line), never a hard-coded host."""
-    sources = Path("/etc/apt/sources.list.d")
-    candidates = sorted(sources.glob("*.sources")) + sorted(sources.glob("*.list")) + [Path("/etc/apt/sources.list")]
-    for path in candidates:
-        if not path.is_file():
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        for stanza in re.split(r"\n\s*\n", text):
-            if re.search(r"^Suites:.*-security", stanza, re.M):
-                continue
-            uri = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-            if uri and "/debian" in uri.group(1) and re.search(r"^Components:.*\bmain\b", stanza, re.M):
-                return uri.group(1)
-        for line in text.splitlines():
-            match = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+/debian/?)\s+(\S+)\s", line)
-            if match and not match.group(2).endswith("-security"):
-                return match.group(1)
-    return None
 
 
 def read_groups(path: Path) -> dict[str, list[str]]:
@@ -102,11 +52,13 @@ def write_lock(lock: dict[str, Any]) -> None:
 
 def mmdebstrap(variant: str, include: Iterable[str], target: Path) -> list[Deb]:
     """Run mmdebstrap into a directory and return every .deb it downloaded (the essential ones included)."""
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("--update-lock resolves Debian packages with mmdebstrap, which this machine lacks: run it "
+                         "on Debian or Ubuntu (`apt-get install mmdebstrap`), or in a Debian container; builds "
+                         "need only the lock")
     command = ["mmdebstrap", f"--variant={variant}", "--format=directory", "--include=" + ",".join(include),
                "--skip=cleanup/apt/cache", "--skip=essential/unlink", SUITE, str(target)]
-    mirror = os.environ.get("DEBIAN_MIRROR") or host_mirror()
-    if mirror:
-        command.append(mirror)
+    command.append(mirror())
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith(("E:", "W: Unable"))]
@@ -139,6 +91,29 @@ def lock_entry(deb: Deb) -> dict[str, str]:
     return {"version": deb.version, "sha256": deb.sha256, "file": deb.path.name}
 
 
+def with_pool_paths(section: dict[str, Any]) -> dict[str, Any]:
+    """The section with each package's pool path (the Packages index's Filename), checked against its sha256, so
+    that builds can fetch it by URL (imagebuild/debs.py). Reads the mirror's index of SUITE/main."""
+    import lzma
+    import urllib.request
+    index = f"{mirror()}/dists/{SUITE}/main/binary-amd64/Packages.xz"
+    with urllib.request.urlopen(index, timeout=120) as response:
+        text = lzma.decompress(response.read()).decode("utf-8", errors="replace")
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for stanza in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if line[:1].strip() and ": " in line)
+        if {"Package", "Version", "Filename", "SHA256"} <= fields.keys():
+            found[fields["Package"], fields["Version"]] = (fields["Filename"], fields["SHA256"])
+    packages = {}
+    for name, entry in section.get("packages", {}).items():
+        path, sha256 = found.get((name, entry["version"]), ("", ""))
+        if sha256 != entry["sha256"]:
+            raise BuildError(f"{index} has no {name} {entry['version']} with the locked sha256: rerun with "
+                             f"--update-lock")
+        packages[name] = {**entry, "path": path}
+    return {**section, "packages": packages}
+
+
 def resolve_section(kind: str, wanted: list[str], update: bool, section: dict[str, Any]) -> dict[str, Any]:
     """The lock's `kind` section, checked to cover `wanted`; empty with update=True (re-resolve everything)."""
     missing = [name for name in wanted if name not in section.get("packages", {})]
@@ -149,4 +124,7 @@ def resolve_section(kind: str, wanted: list[str], update: bool, section: dict[st
 
 
 def section_key(section: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()[:12]
+    """A short key of what a section pins (where a package is fetched from is not part of it)."""
+    pinned = {**section, "packages": {name: {key: value for key, value in entry.items() if key != "path"}
+                                      for name, entry in section.get("packages", {}).items()}}
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:12]

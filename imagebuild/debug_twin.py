@@ -6,18 +6,19 @@ Never built unless asked, never pushed unless --push is given with --debug.
 from __future__ import annotations
 
 import io
-import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import ROOT, BuildError
-from .debian_lock import lock_entry, mmdebstrap, pinned_names, resolve_section, verify_debs
+from . import ROOT, BuildError, debs
+from .debian_lock import lock_entry, mmdebstrap, pinned_names, resolve_section, verify_debs, with_pool_paths
 from .progress import say
 
 PACKAGE = "busybox-static"
 DOCKERFILE = "build/Dockerfile.debug"
 CACHE = ROOT / ".cache" / "busybox"  # the binary, under the .deb's sha256
+CACHE_IMAGE = "sklearn-model-service-busybox"  # a moment's image of the binary alone, to list its applets
 
 
 def reference(image: str) -> str:
@@ -28,44 +29,58 @@ def reference(image: str) -> str:
 
 
 def busybox(update: bool, locked: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The busybox binary from the locked busybox-static .deb (downloaded once, checked against the lock) and
-    the lock's `debug` section (new when re-resolved)."""
+    """The busybox binary from the locked busybox-static .deb (fetched by imagebuild/debs.py, checked against the
+    lock) and the lock's `debug` section (new when re-resolved: a maintainer's command, with Debian's tools)."""
     section = resolve_section("debug", [PACKAGE], update, locked)
-    if section:
-        cached = CACHE / section["packages"][PACKAGE]["sha256"] / "busybox"
-        if cached.is_file():
-            return cached, section
+    if update:
+        with tempfile.TemporaryDirectory(prefix="busybox-") as temporary:
+            resolved = {deb.name: deb for deb in mmdebstrap("extract", pinned_names(section, [PACKAGE]),
+                                                            Path(temporary) / "root")}
+            verify_debs(resolved, section, "debug")
+            section = with_pool_paths({"packages": {PACKAGE: lock_entry(resolved[PACKAGE])}})
+    cached = CACHE / section["packages"][PACKAGE]["sha256"] / "busybox"
+    if cached.is_file():
+        return cached, section
     say(f"fetching Debian's {PACKAGE} for the debug twin")
-    with tempfile.TemporaryDirectory(prefix="busybox-") as temporary:
-        debs = {deb.name: deb for deb in mmdebstrap("extract", pinned_names(section, [PACKAGE]),
-                                                       Path(temporary) / "root")}
-        if PACKAGE not in debs:
-            raise BuildError(f"{PACKAGE} was not downloaded: check the Debian mirror")
-        verify_debs(debs, section, "debug")
-        deb = debs[PACKAGE]
-        section = {"packages": {PACKAGE: lock_entry(deb)}}
-        with deb.files() as archive:
-            member = next((m for m in archive.getmembers() if m.name.lstrip("./") in ("bin/busybox", "usr/bin/busybox")),
-                          None)
-            if member is None:
-                raise BuildError(f"{deb.path.name} has no bin/busybox")
-            data = archive.extractfile(member).read()  # type: ignore[union-attr]
-    cached = CACHE / deb.sha256 / "busybox"
+    deb = debs.fetch_section(section, [PACKAGE])[PACKAGE]
+    with deb.files() as archive:
+        member = next((m for m in archive.getmembers() if m.name.lstrip("./") in ("bin/busybox", "usr/bin/busybox")),
+                      None)
+        if member is None:
+            raise BuildError(f"{deb.path.name} has no bin/busybox")
+        data = archive.extractfile(member).read()  # type: ignore[union-attr]
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(data)
     cached.chmod(0o755)
     return cached, section
 
 
-def applets(binary: Path) -> list[str]:
-    """The commands this busybox provides (`busybox --list`, run on the build machine: the binary is static)."""
-    result = subprocess.run([str(binary), "--list"], capture_output=True, text=True)
-    if result.returncode != 0 or "sh" not in result.stdout.split():
-        raise BuildError(f"{binary} --list failed: remove {binary.parent} and build again")
-    return sorted(set(result.stdout.split()) - {"busybox"})
+def applets(client: Any, binary: Path) -> list[str]:
+    """The commands this busybox provides (`busybox --list`, run in a container of the binary alone: the build
+    machine may not run Linux executables)."""
+    import docker.errors
+    repository, tag = f"{CACHE_IMAGE}", binary.parent.name[:12]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as root:
+        info = tarfile.TarInfo("busybox")
+        info.size, info.mode = binary.stat().st_size, 0o755
+        with binary.open("rb") as handle:
+            root.addfile(info, handle)
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    try:
+        output = client.containers.run(f"{repository}:{tag}", ["/busybox", "--list"], remove=True,
+                                       network_disabled=True).decode()
+    except docker.errors.DockerException as exc:
+        raise BuildError(f"busybox --list failed in a container: {exc}; remove {binary.parent} and build again") \
+            from None
+    finally:
+        client.images.remove(f"{repository}:{tag}")
+    if "sh" not in output.split():
+        raise BuildError(f"busybox --list printed no sh: remove {binary.parent} and build again")
+    return sorted(set(output.split()) - {"busybox"})
 
 
-def context(binary: Path) -> io.BytesIO:
+def context(binary: Path, commands: list[str]) -> io.BytesIO:
     """build/Dockerfile.debug, busybox/busybox and a link to it for each applet (fixed times and owners)."""
     from .docker_build import debug_context
-    return debug_context(DOCKERFILE, binary, applets(binary))
+    return debug_context(DOCKERFILE, binary, commands)

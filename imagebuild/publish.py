@@ -1,8 +1,10 @@
-"""Publish the image (exercise 4): tag, push through the Docker SDK, then prove it by pulling it back by digest,
-running it and making one prediction. Only then is `REPOSITORY@sha256:...` the result.
+"""Publish the image (exercise 4): push it over the registry API (imagebuild/registry.py: the same bytes from
+every engine and image store), then prove it by pulling it back by digest through the engine, running it and
+making one prediction. Only then is `REPOSITORY@sha256:...` the result.
 
 Credentials: REGISTRY_USERNAME and REGISTRY_PASSWORD (a password or token) from the environment, else whatever
-the Docker config file holds for the registry. The secret is never printed: every message is scrubbed of it.
+the Docker config file holds for the registry (its credential helpers included). The secret is never printed:
+every message is scrubbed of it.
 """
 from __future__ import annotations
 
@@ -35,12 +37,25 @@ def registry_of(repository: str) -> str:
     return "docker.io"
 
 
-def _credentials() -> dict[str, str] | None:
+def _credentials(registry: str) -> dict[str, str] | None:
     username, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
     if bool(username) != bool(password):
         raise BuildError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither (then the Docker config "
                          "file's credentials are used)")
-    return {"username": username, "password": password} if username else None
+    if username and password:
+        return {"username": username, "password": password}
+    from docker import auth
+    try:
+        found = auth.load_config().resolve_authconfig(None if registry == "docker.io" else registry)
+    except Exception as exc:  # noqa: BLE001 - a credential helper's failure: say which, keep going anonymously
+        say(f"the Docker config's credentials for {registry} could not be read ({type(exc).__name__}); pushing "
+            f"without")
+        return None
+    if not found:
+        return None
+    username = found.get("username") or found.get("Username")
+    password = found.get("password") or found.get("Password") or found.get("Secret")
+    return {"username": username, "password": password} if username and password else None
 
 
 def _scrub(message: str, auth: dict[str, str] | None) -> str:
@@ -50,42 +65,14 @@ def _scrub(message: str, auth: dict[str, str] | None) -> str:
     return text
 
 
-def _explain(registry: str, message: str) -> str:
+def _explain(registry: str, message: str, status: int = 0) -> str:
     lowered = message.lower()
-    if any(word in lowered for word in ("unauthorized", "denied", "authentication required", "401", "403")):
+    if status in (401, 403) or any(word in lowered for word in ("unauthorized", "denied", "authentication required")):
         return (f"the registry {registry} refused the credentials or the repository ({message}); check "
                 f"REGISTRY_USERNAME/REGISTRY_PASSWORD or `docker login {registry}`")
-    if any(word in lowered for word in ("connection refused", "no such host", "dial tcp", "timeout", "i/o")):
+    if status == 0 or any(word in lowered for word in ("connection refused", "no such host", "timed out")):
         return f"the registry {registry} is unreachable ({message}); check its address and that it is up"
     return f"the registry {registry} answered: {message}"
-
-
-def _login(client: Any, registry: str, auth: dict[str, str]) -> None:
-    import docker.errors
-    try:
-        client.login(username=auth["username"], password=auth["password"],
-                     registry=None if registry == "docker.io" else registry, reauth=True)
-    except docker.errors.APIError as exc:
-        raise BuildError(f"login failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
-
-
-def _push(client: Any, repository: str, tag: str, auth: dict[str, str] | None) -> str:
-    """Push one tag; the stream is read to the end and any errorDetail fails. Returns the manifest digest."""
-    import docker.errors
-    registry = registry_of(repository)
-    digest = None
-    try:
-        for line in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
-            if "errorDetail" in line or "error" in line:
-                detail = line.get("errorDetail", {}).get("message") or line.get("error")
-                raise BuildError(f"push of {repository}:{tag} failed: {_explain(registry, _scrub(detail, auth))}")
-            digest = (line.get("aux") or {}).get("Digest", digest)
-    except docker.errors.APIError as exc:
-        raise BuildError(f"push of {repository}:{tag} failed: "
-                         f"{_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
-    if not digest:
-        raise BuildError(f"push of {repository}:{tag} reported no digest")
-    return digest
 
 
 def verify(client: Any, pinned: str) -> None:
@@ -113,32 +100,25 @@ def verify(client: Any, pinned: str) -> None:
 
 
 def publish(client: Any, image: str, repository: str, tags: list[str]) -> str:
-    """Tag `image` as repository:tag for each tag, push, verify by digest; returns `repository@sha256:...`."""
+    """Push `image` as repository:tag for each tag, verify by digest; returns `repository@sha256:...`."""
     import docker.errors
-    auth = _credentials()
-    registry = registry_of(repository)
-    if auth:
-        _login(client, registry, auth)
+    from .registry import RegistryError, push
     check_repository(repository)
-    local = client.images.get(image)
-    digests = set()
-    for tag in tags:
-        try:
-            local.tag(repository, tag=tag)
-        except docker.errors.APIError as exc:
-            raise BuildError(f"cannot tag {repository}:{tag}: {exc.explanation or exc}") from None
-        say(f"pushing {repository}:{tag}")
-        digests.add(_push(client, repository, tag, auth))
-    if len(digests) != 1:
-        raise BuildError(f"the tags of {repository} point at different digests: {sorted(digests)}")
-    pinned = f"{repository}@{digests.pop()}"
-    for tag in tags:
-        client.images.remove(f"{repository}:{tag}")
+    registry = registry_of(repository)
+    auth = _credentials(registry)
+    say(f"pushing {repository}:{', :'.join(tags)}")
+    try:
+        digest = push(client, image, repository, registry, tags, auth)
+    except RegistryError as exc:
+        raise BuildError(f"push of {repository} failed: {_explain(registry, _scrub(str(exc), auth), exc.status)}") \
+            from None
+    pinned = f"{repository}@{digest}"
     say(f"pulling {pinned} back and running it")
     try:
         client.images.pull(pinned, auth_config=auth)
     except docker.errors.APIError as exc:
-        raise BuildError(f"pull of {pinned} failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") from None
+        raise BuildError(f"pull of {pinned} failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") \
+            from None
     verify(client, pinned)
     return pinned
 

@@ -2,11 +2,11 @@
 Layer measurements are cached by layer digest in .cache/layer-sizes.json."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from .reproducible import ORIGIN
 
 SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
 CACHE = ROOT / ".cache" / "layer-sizes.json"
-CACHE_VERSION = 1  # bumped whenever a layer is measured differently
+CACHE_VERSION = 3  # bumped whenever a layer or an image is measured or recorded differently
 CACHED_IMAGES = 20
 
 
@@ -27,7 +27,7 @@ def package_of(entry: str) -> str:
 
 
 def _layer_stats(data: bytes) -> dict[str, Any]:
-    """One layer tar: its size, gzip size (level 6, what docker push uses), zstd size (level 3, the default of
+    """One layer tar: its size, the bytes of its files and links' targets, gzip size (level 6, what docker push uses), zstd size (level 3, the default of
     registries and clients that push zstd) and bytes per site-packages package."""
     import zstandard
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
@@ -36,14 +36,16 @@ def _layer_stats(data: bytes) -> dict[str, Any]:
         gzipped += len(compressor.compress(data[start:start + (1 << 20)]))
     gzipped += len(compressor.flush())
     packages: dict[str, int] = {}
+    content = 0
     with tarfile.open(fileobj=io.BytesIO(data)) as layer:
         for member in layer:
+            content += member.size if member.isfile() else len(member.linkname) if member.issym() else 0
             match = SITE_PACKAGES.match(member.name.lstrip("./"))
             if match and member.isfile():
                 name = package_of(match.group(1))
                 packages[name] = packages.get(name, 0) + member.size
-    return {"size": len(data), "gzip": gzipped, "zstd": len(zstandard.ZstdCompressor(level=3).compress(data)),
-            "packages": packages}
+    return {"size": len(data), "content": content, "gzip": gzipped,
+            "zstd": len(zstandard.ZstdCompressor(level=3).compress(data)), "packages": packages}
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def _read_cache(path: Path) -> dict[str, Any]:
 def _write_cache(path: Path, cache: dict[str, Any]) -> None:
     """Only the layers of the images measured last (bounded; the newest is last), written atomically."""
     images = dict(list(cache["images"].items())[-CACHED_IMAGES:])
-    wanted = {digest for entry in images.values() for digest, _ in entry}
+    wanted = {digest for entry in images.values() for digest, _ in entry["layers"]}
     trimmed = {"version": CACHE_VERSION, "layers": {d: m for d, m in cache["layers"].items() if d in wanted},
                "images": images}
     write_atomic(path, json.dumps(trimmed))
@@ -71,51 +73,51 @@ def layer_history(config: dict[str, Any]) -> list[tuple[str, str]]:
             for digest, entry in zip(config["rootfs"]["diff_ids"], steps, strict=True)]
 
 
-def _measure_saved(image: Any, known: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """`docker save` streamed once: each layer tar is hashed (its digest is its diff_id) and measured only if the
-    cache does not know it; returns the new measurements and (diff_id, created_by) per layer, bottom up."""
+def _measure_saved(image: Any, known: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`docker save` read once (imagebuild/archive.py: any engine's layout): each layer measured only if the
+    cache does not know it; returns the new measurements and the image's entry for the cache."""
     measured: dict[str, Any] = {}
-    config: dict[str, Any] = {}
-    with archive.saved(image) as stream:
-        for member in stream:
-            if not member.isfile():
-                continue
-            data = stream.extractfile(member).read()
-            if member.name.endswith("layer.tar"):
-                digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                if digest not in known and digest not in measured:
-                    measured[digest] = _layer_stats(data)
-            elif member.name.endswith(".json") and "/" not in member.name and member.name != "manifest.json":
-                config = json.loads(data)
-    return measured, layer_history(config)
+    with tempfile.TemporaryDirectory(prefix="report-") as temporary:
+        with archive.saved(image) as stream:
+            saved = archive.read_saved(stream, Path(temporary))
+        for digest, path in saved.layers:
+            if digest not in known and digest not in measured:
+                measured[digest] = _layer_stats(path.read_bytes())
+    return measured, _entry(saved.config_digest, saved.config)
 
 
-def remember(image_id: str, config: dict[str, Any], layers: list[tuple[str, Path]], cache_path: Path = CACHE) -> None:
+def _entry(config_digest: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {"id": config_digest, "layers": layer_history(config)}
+
+
+def remember(engine_id: str, config: dict[str, Any], layers: list[tuple[str, Path]], cache_path: Path = CACHE) -> None:
     """Measure an image whose layers are at hand as files (imagebuild/reproducible.py writes them) into the cache,
-    so that analyze() need not `docker save` it again."""
+    so that analyze() need not `docker save` it again. `config` is the one the image was loaded with."""
     cache = _read_cache(cache_path)
     for digest, path in layers:
         if digest not in cache["layers"]:
             cache["layers"][digest] = _layer_stats(path.read_bytes())
-    cache["images"].pop(image_id, None)
-    cache["images"][image_id] = layer_history(config)
+    cache["images"].pop(engine_id, None)
+    cache["images"][engine_id] = _entry(archive.image_id(config), config)
     _write_cache(cache_path, cache)
 
 
 def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, Any]:
     """The report; layers are measured once per digest (a rebuild re-measures only the layers that changed, and
-    an image measured before is not saved again)."""
+    an image measured before is not saved again). Its `id` is the config's digest, the image id Docker's classic
+    store shows; with the containerd image store the engine names the image by its manifest's digest instead
+    (`engine_id`)."""
     image = client.images.get(reference)
     cache = _read_cache(cache_path)
-    history = cache["images"].get(image.id)
-    if history is None or any(digest not in cache["layers"] for digest, _ in history):
-        measured, history = _measure_saved(image, cache["layers"])
+    entry = cache["images"].get(image.id)
+    if entry is None or any(digest not in cache["layers"] for digest, _ in entry["layers"]):
+        measured, entry = _measure_saved(image, cache["layers"])
         cache["layers"].update(measured)
     cache["images"].pop(image.id, None)
-    cache["images"][image.id] = history
+    cache["images"][image.id] = entry
     _write_cache(cache_path, cache)
     rows, packages = [], {}
-    for digest, created_by in history:
+    for digest, created_by in entry["layers"]:
         layer = cache["layers"][digest]
         for name, nbytes in layer["packages"].items():
             packages[name] = packages.get(name, 0) + nbytes
@@ -125,8 +127,12 @@ def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, 
         row["share"] = row["size"] / max(1, sum(r["size"] for r in rows))
     return {
         "image": reference,
-        "id": image.id,
-        "size": image.attrs["Size"],
+        "id": entry["id"],
+        "engine_id": image.id,
+        # files' bytes and links' targets: what Docker's classic store reports as the image's Size, counted here
+        # from the layers so that every engine and store gives the same figure (the containerd store's Size
+        # counts the layer tars instead, and `docker images` there adds the unpacked snapshots)
+        "size": sum(cache["layers"][digest]["content"] for digest, _ in entry["layers"]),
         "compressed_size": sum(row["compressed"] for row in rows),
         "zstd_size": sum(row["zstd"] for row in rows),
         "layers": rows,
@@ -143,10 +149,13 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"image       {report['image']}",
         f"id          {report['id']}",
-        f"size        {mb(report['size'])} uncompressed (as `docker images` shows)",
+        f"size        {mb(report['size'])} uncompressed (files and links, as `docker images` shows with the "
+        f"classic store)",
         f"compressed  {mb(report['compressed_size'])} gzip, {mb(report['zstd_size'])} zstd (layers as a registry "
         f"stores them)",
     ]
+    if "bases" in report:
+        lines.append(f"base        {report['bases']['runtime']} (from {report['bases']['runtime_from']})")
     if "source_date_epoch" in report:
         epoch = report["source_date_epoch"]
         lines.append(f"epoch       SOURCE_DATE_EPOCH={epoch['seconds']} ({epoch['time']}, {ORIGIN[epoch['source']]}): "

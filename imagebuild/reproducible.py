@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from . import ROOT, BuildError, archive, write_atomic
 VARIABLE = "SOURCE_DATE_EPOCH"
 # The classic builder names a COPY's source by a hash of its files' content and times: `COPY dir:<sha256> in /x`.
 COPY_SOURCE = re.compile(r"\b(dir|file|multi):[0-9a-f]{64}")
+HEALTHCHECK = re.compile(r"HEALTHCHECK &\{.*\}$")  # the classic builder's rendering of the instruction
 BUILD_TRACES = ("container", "container_config", "docker_version")  # the build container, and the engine's version
 PAX_TIMES = ("mtime", "atime", "ctime")
 MEMO = ROOT / ".cache" / "normalized.json"  # "<built image id> <epoch> <version>" -> the normalized image's id
-VERSION = 2  # bumped whenever an image is normalized differently
+VERSION = 4  # bumped whenever an image is normalized differently
 ORIGIN = {VARIABLE: "from the environment", "commit": "from the commit", "none": "not a git checkout"}
 MEMO_SIZE = 50
 
@@ -65,16 +65,33 @@ def source_date_epoch(commit_time: str, environ: dict[str, str] | None = None) -
     return Epoch(int(commit_time), "commit")
 
 
+def canonical_step(created_by: str, config: dict[str, Any]) -> str:
+    """A history line as no particular engine renders it: COPY sources without their time-dependent hash, and a
+    HEALTHCHECK written from the config (Docker 25 added the start interval to its own rendering, "0s" when
+    unset, so 20.10 and 26 wrote different lines for the same instruction)."""
+    line = COPY_SOURCE.sub(r"\1", created_by)
+    if HEALTHCHECK.search(line):
+        line = HEALTHCHECK.sub("HEALTHCHECK " + json.dumps(config.get("config", {}).get("Healthcheck"),
+                                                            sort_keys=True), line)
+    return line
+
+
+def container_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The image's run configuration without its empty fields: the classic store writes every field of Docker's
+    container config (Hostname "", Tty false, Cmd null, ...), the containerd store only those set; and without
+    the parent image the classic builder records in `Image`."""
+    return {key: value for key, value in config.items() if value not in (None, False, "", [], {}) and key != "Image"}
+
+
 def normalized_config(config: dict[str, Any], diff_ids: list[str], epoch: Epoch, base_steps: int) -> dict[str, Any]:
     """The image config without build-time traces: the image's time and its own steps' at the epoch (the base's
-    first `base_steps` history entries keep theirs), no build container, parent or engine version, COPY sources
-    without their time-dependent hash, and the rewritten layers' diff_ids."""
+    first `base_steps` history entries keep theirs), no build container, parent or engine version, its own steps'
+    history lines as `canonical_step` writes them, and the rewritten layers' diff_ids."""
     kept = {key: value for key, value in config.items() if key not in BUILD_TRACES}
     history = [entry if index < base_steps else
-               {**entry, "created": epoch.iso(), "created_by": COPY_SOURCE.sub(r"\1", entry.get("created_by", ""))}
+               {**entry, "created": epoch.iso(), "created_by": canonical_step(entry.get("created_by", ""), config)}
                for index, entry in enumerate(config.get("history", []))]
-    return {**kept, "created": epoch.iso(), "history": history,
-            "config": {**config.get("config", {}), "Image": ""},
+    return {**kept, "created": epoch.iso(), "history": history, "config": container_config(config.get("config", {})),
             "rootfs": {**config.get("rootfs", {"type": "layers"}), "diff_ids": diff_ids}}
 
 
@@ -117,29 +134,17 @@ def reproduce(client: Any, built: str, reference: str, base: str, epoch: Epoch, 
 
 
 def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, measure: Measure | None = None) -> str:
-    """Rewrite the image `built` (on `base`) as described above and load it as `reference`; returns its id."""
+    """Rewrite the image `built` (on `base`) as described above and load it as `reference`; returns the engine's
+    id of it (the config's digest; with the containerd image store, the manifest's)."""
     import docker.errors
     keep = set(client.images.get(base).attrs["RootFS"]["Layers"])
     base_steps = len(client.api.history(base))
     with tempfile.TemporaryDirectory(prefix="normalize-") as temporary:
         workdir = Path(temporary)
-        layer_files: dict[str, tuple[str, Path]] = {}  # saved name -> (diff_id, file)
-        manifest: list[dict[str, Any]] = []
-        config: dict[str, Any] = {}
         with archive.saved(client.images.get(built)) as stream:
-            for member in stream:
-                if not member.isfile():
-                    continue
-                handle = stream.extractfile(member)
-                if member.name.endswith("/layer.tar"):
-                    path = workdir / f"{len(layer_files)}.tar"
-                    layer_files[member.name] = (_layer(handle, path, keep), path)
-                elif member.name == "manifest.json":
-                    manifest = archive.json_of(handle)
-                elif member.name.endswith(".json") and "/" not in member.name:
-                    config = archive.json_of(handle)
-        layers = [layer_files[name] for name in manifest[0]["Layers"]]
-        rewritten = normalized_config(config, [digest for digest, _ in layers], epoch, base_steps)
+            image = archive.read_saved(stream, workdir)
+        layers = [(diff_id, path) if diff_id in keep else _rewritten(path) for diff_id, path in image.layers]
+        rewritten = normalized_config(image.config, [digest for digest, _ in layers], epoch, base_steps)
         image_tar = workdir / "image.tar"
         archive.write(image_tar, rewritten, layers, reference)
         with image_tar.open("rb") as handle:
@@ -148,23 +153,16 @@ def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, 
             except docker.errors.APIError as exc:
                 raise BuildError(f"docker load of the normalized {reference} failed: {exc.explanation or exc}") \
                     from None
+        engine_id = client.images.get(reference).id
         if measure is not None:
-            measure(archive.image_id(rewritten), rewritten, layers)
-    return archive.image_id(rewritten)
+            measure(engine_id, rewritten, layers)
+    return engine_id
 
 
-def _layer(handle: Any, out: Path, keep: set[str]) -> str:
-    """One saved layer: the base's copied as it is, any other rewritten; returns the diff_id of `out`."""
-    digest = hashlib.sha256()
-    with out.open("wb") as copy:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            copy.write(chunk)
-    if f"sha256:{digest.hexdigest()}" in keep:
-        return f"sha256:{digest.hexdigest()}"
-    raw = out.with_suffix(".raw")
-    shutil.move(out, raw)
-    with tarfile.open(raw) as source:
+def _rewritten(path: Path) -> tuple[str, Path]:
+    """A layer the Dockerfile added, rewritten beside itself; returns its new diff_id and file."""
+    out = path.with_suffix(".normalized.tar")
+    with tarfile.open(path) as source:
         diff_id = normalize_layer(source, out)
-    raw.unlink()
-    return diff_id
+    path.unlink()
+    return diff_id, out

@@ -7,15 +7,17 @@ scanners. One tar per package group, each a layer of the base image.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import re
 import tarfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from . import ROOT
-from .debian_lock import Deb
+from .debs import Deb
 
 NONROOT = 65532
 MERGED_USR = ("bin/", "sbin/", "lib/", "lib64/")
@@ -101,12 +103,14 @@ def _keep(name: str) -> bool:
     return True
 
 
-def _unpack(deb: Deb, writer: RootWriter) -> None:
-    """A package's files; hard links become copies, since their target may sit in another layer."""
+def _unpack(deb: Deb, writer: RootWriter, keep: Callable[[str], bool] | None = None) -> None:
+    """A package's files that `keep` (default: the runtime's rules) takes; hard links become copies, since their
+    target may sit in another layer."""
+    keep = keep or _keep
     with deb.files() as archive:
         for member in archive.getmembers():
             name = _canonical(member.name)
-            if not name or name in ("bin", "sbin", "lib", "lib64") or not _keep(name):
+            if not name or name in ("bin", "sbin", "lib", "lib64") or not keep(name):
                 continue  # base-files' merged-/usr links stand for the four top-level folders
             if member.islnk():
                 source = archive.getmember(member.linkname)
@@ -115,8 +119,10 @@ def _unpack(deb: Deb, writer: RootWriter) -> None:
                 clone.size, clone.mode, clone.mtime = len(data), source.mode, source.mtime
                 writer.add(clone, data)
                 continue
-            member.name = name
-            writer.add(member, archive.extractfile(member).read() if member.isfile() else None)
+            data = archive.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            entry = copy.copy(member)  # renamed in a copy: a later hard link finds its target by the old name
+            entry.name = name
+            writer.add(entry, data)
 
 
 def _static_files(writer: RootWriter, debs: dict[str, Deb]) -> None:
@@ -180,3 +186,29 @@ def compose_runtime(debs: dict[str, Deb], groups: dict[str, list[str]], workdir:
             writer.close()
         layers.append((group, path))
     return layers
+
+
+DPKG_FILES = ("var/lib/dpkg/status", "var/lib/dpkg/available")
+DEBS_IN_STAGE = "var/cache/debs"
+
+
+def compose_builder_stage(debs: dict[str, Deb], out: Path) -> None:
+    """The builder's first stage, one tar: every package's files unpacked (merged /usr, nothing left out), an
+    empty dpkg database, and the .deb files themselves under /var/cache/debs, for `dpkg --install` to run every
+    maintainer script inside a container (imagebuild/bases.py): no package manager runs on the host."""
+    with out.open("wb") as handle:
+        writer = RootWriter(handle)
+        for name in ("usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc", "var", "var/lib", "var/lib/dpkg",
+                     "var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "var/cache",
+                     DEBS_IN_STAGE, "root"):
+            writer.directory(name)
+        writer.directory("tmp", 0o1777)
+        for link in ("bin", "sbin", "lib", "lib64"):
+            writer.symlink(link, f"usr/{link}")
+        for name in DPKG_FILES:
+            writer.file(name, b"")
+        for name in sorted(debs):
+            _unpack(debs[name], writer, keep=lambda _: True)
+        for name in sorted(debs):
+            writer.file(f"{DEBS_IN_STAGE}/{debs[name].path.name}", debs[name].path.read_bytes())
+        writer.close()

@@ -51,9 +51,12 @@ def python_distributions(requirements: Path, wheelhouse: Path) -> list[Distribut
     return found
 
 
+BASE_PROPERTY = "sklearn-model-service:runtime-base"
+
+
 def document(reference: str, distributions: list[Distribution], debian: dict[str, dict[str, str]],
-             model: Path, epoch_seconds: int) -> str:
-    """The CycloneDX 1.6 JSON text."""
+             model: Path, epoch_seconds: int, base: str) -> str:
+    """The CycloneDX 1.6 JSON text; `base` (the runtime base image) is a property of the image's component."""
     from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
@@ -77,10 +80,11 @@ def document(reference: str, distributions: list[Distribution], debian: dict[str
     components.append(Component(name=model.name, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref="model",
                                 hashes=sha256(model_sha256)))
     repository, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "")
-    image = Component(name=repository, version=tag or "latest", type=ComponentType.CONTAINER, bom_ref="image")
+    image = Component(name=repository, version=tag or "latest", type=ComponentType.CONTAINER, bom_ref="image",
+                      properties=[Property(name=BASE_PROPERTY, value=base)])
     timestamp = datetime.fromtimestamp(epoch_seconds, timezone.utc)
     identity = hashlib.sha256(repr((reference, distributions, sorted(debian.items()), model_sha256,
-                                    epoch_seconds)).encode()).hexdigest()
+                                    epoch_seconds, base)).encode()).hexdigest()
     bom = Bom(components=components, serial_number=uuid.UUID(identity[:32], version=5),
               metadata=BomMetaData(component=image, timestamp=timestamp))
     bom.register_dependency(image, components)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian machine for building and testing: Debian packages (Docker engine, mmdebstrap,
+# Prepare a fresh Debian machine for testing: Debian packages (Docker engine, mmdebstrap for the second engine's root,
 # docker-registry, htpasswd, headless Chromium for the /docs test, wrk for the benchmark, Prometheus and promtool
 # for the metrics test), a running Docker engine, and the .venv with the pinned Python packages.
 # Idempotent: a second run only checks. Progress goes to stderr.
@@ -14,6 +14,9 @@ for pair in dockerd:docker.io mmdebstrap:mmdebstrap docker-registry:docker-regis
         chromium-headless-shell:chromium-headless-shell wrk:wrk promtool:prometheus; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# Debian's own Python with venv: the compatibility tests build as a user who is not root (tests/container/
+# test_engines.py); Debian 13's Docker engine for them comes from scripts/debian13-engine.sh.
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     apt-get update -q >&2
@@ -32,7 +35,7 @@ if ! docker version >/dev/null 2>&1; then
     docker version >/dev/null 2>&1 || { log "dockerd did not come up in 60 s; see .cache/dockerd.log"; exit 1; }
 fi
 
-stamp=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+stamp=$(cat requirements.txt requirements-build.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
     log "creating .venv"
     python3 -m venv .venv

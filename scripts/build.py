@@ -2,8 +2,10 @@
 `--help` for options; the same as `sms-build` (pyproject.toml).
 """
 import sys
+from pathlib import Path
 
-from imagebuild.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's imagebuild, installed or not
+from imagebuild.cli import main  # noqa: E402 - after the path it is found on
 
 if __name__ == "__main__":
     sys.exit(main())

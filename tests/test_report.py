@@ -23,11 +23,12 @@ def _layer(files: dict[str, bytes]) -> bytes:
 
 
 class FakeImage:
-    """What docker-py's Image offers the report: id, attrs and a legacy `docker save` stream."""
+    """What docker-py's Image offers the report: id, attrs and a legacy `docker save` stream (real archives of
+    every layout: tests/test_archive.py)."""
 
     def __init__(self, image_id: str, layers: list[tuple[bytes, str]]):
         self.id, self.layers, self.saves = image_id, layers, 0
-        self.attrs = {"Size": sum(len(data) for data, _ in layers), "Config": {"Labels": {"a": "b"}}}
+        self.attrs = {"Size": 1, "Config": {"Labels": {"a": "b"}}}
 
     def save(self, named: bool = False):
         self.saves += 1
@@ -41,7 +42,7 @@ class FakeImage:
             # members in name order, as the engine writes them: not the layers' order
             diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data, _ in self.layers]
             config = json.dumps({"history": history, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-            manifest = json.dumps([{"Layers": names}]).encode()
+            manifest = json.dumps([{"Config": "c" * 64 + ".json", "Layers": names}]).encode()
             members = sorted([(n, d) for n, (d, _) in zip(names, self.layers)] + [("c" * 64 + ".json", config)])
             for name, data in members + [("manifest.json", manifest)]:
                 info = tarfile.TarInfo(name)
@@ -80,6 +81,7 @@ def test_layers_are_measured_once_per_digest(tmp_path: Path, measured):
     assert [row["digest"] for row in result["layers"]] == [
         "sha256:" + hashlib.sha256(data).hexdigest() for data in (venv, service)]
     assert result["packages"] == [{"name": "numpy", "size": 5100}]
+    assert result["size"] == 5100 + len(b"print(1)\n")  # the files' bytes, not the tars' (nor the engine's figure)
     assert 0 < result["compressed_size"] and 0 < result["zstd_size"]
     assert len(measured) == 2
 

@@ -51,26 +51,31 @@ def test_a_wheelhouse_that_does_not_match_the_lock_is_one_line(locked):
         sbom.python_distributions(requirements, wheelhouse)
 
 
+BASE = "sklearn-model-service-base/runtime:47d618cab142"
+
+
 def test_the_sbom_validates_lists_everything_and_is_reproducible(locked, tmp_path):
     model = tmp_path / "model.joblib"
     model.write_bytes(b"model")
     distributions = sbom.python_distributions(*locked)
-    text = sbom.document("churn:1.0", distributions, DEBIAN, model, 1795846743)
+    text = sbom.document("churn:1.0", distributions, DEBIAN, model, 1795846743, BASE)
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
-    assert text == sbom.document("churn:1.0", distributions, DEBIAN, model, 1795846743)
+    assert text == sbom.document("churn:1.0", distributions, DEBIAN, model, 1795846743, BASE)
     assert sbom.packages(text) == {"pypi": {"flask": "3.1.3", "scikit-learn": "1.9.1"},
                                    "deb": {"libc6": "2.41-12", "tzdata": "2025b-4+deb13u1"}}
     document = json.loads(text)
     assert document["metadata"]["timestamp"] == "2026-11-28T06:19:03+00:00"
     assert document["metadata"]["component"] == {"bom-ref": "image", "name": "churn", "type": "container",
-                                                 "version": "1.0"}
+                                                 "version": "1.0",
+                                                 "properties": [{"name": sbom.BASE_PROPERTY, "value": BASE}]}
     by_name = {component["name"]: component for component in document["components"]}
     assert by_name["tzdata"]["purl"] == "pkg:deb/debian/tzdata@2025b-4%2Bdeb13u1?arch=all&distro=debian-13"
     assert by_name["tzdata"]["hashes"] == [{"alg": "SHA-256", "content": "b" * 64}]
     assert by_name["flask"]["purl"] == "pkg:pypi/flask@3.1.3"
     assert by_name["model.joblib"]["type"] == "machine-learning-model"
     assert by_name["model.joblib"]["hashes"][0]["content"] == hashlib.sha256(b"model").hexdigest()
-    assert sbom.document("churn:1.1", distributions, DEBIAN, model, 1795846743) != text
+    assert sbom.document("churn:1.1", distributions, DEBIAN, model, 1795846743, BASE) != text
+    assert sbom.document("churn:1.0", distributions, {}, model, 1795846743, "other@sha256:" + "0" * 64) != text
 
 
 def test_provenance_records_inputs_and_outputs(tmp_path):
@@ -115,9 +120,9 @@ def test_debug_twin_tag_and_context(tmp_path):
     assert debug_twin.reference("sklearn-model-service:0.1.0") == "sklearn-model-service:0.1.0-debug"
     assert debug_twin.reference("localhost:5000/churn") == "localhost:5000/churn:latest-debug"
     fake = tmp_path / "busybox"
-    fake.write_text("#!/bin/sh\nprintf 'sh\\nls\\nbusybox\\ncat\\n'\n")
+    fake.write_bytes(b"busybox")
     fake.chmod(0o755)
-    with tarfile.open(fileobj=debug_twin.context(fake)) as tar:
+    with tarfile.open(fileobj=debug_twin.context(fake, ["cat", "ls", "sh"])) as tar:
         members = {member.name: member for member in tar.getmembers()}
     assert sorted(members) == ["build/Dockerfile.debug", "busybox/busybox", "busybox/cat", "busybox/ls", "busybox/sh"]
     assert members["busybox/sh"].issym() and members["busybox/sh"].linkname == "busybox"

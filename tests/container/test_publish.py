@@ -80,7 +80,8 @@ def test_wrong_password_fails_with_one_clear_line_and_no_secret(registry, image)
     assert result.returncode == 1
     assert result.stdout == ""
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: login failed: the registry 127.0.0.1:") and "refused the credentials" in last
+    assert last.startswith(f"error: push of {registry.host}/denied failed: the registry {registry.host} refused "
+                           f"the credentials")
     assert wrong not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
