@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from imagebuild.http_calls import call, wait_until
 
@@ -198,3 +199,18 @@ def drain_outcome(results: list[tuple[float, float, str]], signalled: float) -> 
     failed = [r for r in results if r[2] not in ("200", "refused")]
     in_flight = [r for r in results if r[0] < signalled < r[1] and r[2] == "200"]
     return failed, in_flight
+
+
+def stop_under_load(threads: list[threading.Thread], stop: threading.Event,
+                    stop_server: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Let the client `threads` run for a second, then `stop_server()` (it returns once the server has ended);
+    (when the stop began, how long it took, what stop_server returned). The clients are stopped after it."""
+    try:
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        outcome = stop_server()
+        return signalled, time.monotonic() - signalled, outcome
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)

@@ -18,7 +18,7 @@ import pytest
 
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
-from .hostile import drain_outcome, keep_alive_clients
+from .hostile import drain_outcome, keep_alive_clients, stop_under_load
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps([{"age": 50 + i % 20, "sex": 1, "bmi": 25.0, "bp": 90, "s1": 180, "s2": 100, "s3": 50,
@@ -114,21 +114,17 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
     threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
     for thread in threads:
         thread.start()
-    try:
-        time.sleep(1.0)
-        signalled = time.monotonic()
+
+    def sigterm() -> tuple[int, int]:
         process.send_signal(signal.SIGTERM)
         probe.request("GET", "/health/ready")
         ready = probe.getresponse()
         ready.read()
-        code = process.wait(timeout=8)
-        exited = time.monotonic() - signalled
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
+        return ready.status, process.wait(timeout=8)
 
-    assert ready.status == 503
+    signalled, exited, (ready_status, code) = stop_under_load(threads, stop, sigterm)
+
+    assert ready_status == 503
     accepted = [r for r in results if r[2] != "refused"]
     # Started before the signal: every one must succeed. Started after it: the listener is closing, so a new
     # connection may be refused, never reset or answered with an error. (A reset was allowed here until issue 29:
@@ -152,16 +148,12 @@ def test_sigterm_loses_nothing_on_busy_keep_alive_connections(server):
     results: list[tuple[float, float, str]] = []
     stop = threading.Event()
     threads = keep_alive_clients(port, 8, stop, results)
-    try:
-        time.sleep(1.0)
-        signalled = time.monotonic()
+
+    def sigterm() -> int:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=8)
-        exited = time.monotonic() - signalled
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
+        return process.wait(timeout=8)
+
+    signalled, exited, code = stop_under_load(threads, stop, sigterm)
     failed, in_flight = drain_outcome(results, signalled)
     assert code == 0 and not failed, failed[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"

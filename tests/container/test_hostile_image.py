@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from ..hostile import RECORD, drain_outcome, invented_methods, keep_alive_clients, predicts
+from ..hostile import RECORD, drain_outcome, invented_methods, keep_alive_clients, predicts, stop_under_load
 from ..test_hostile import (HOSTILE_SETTINGS, test_a_chunk_larger_than_the_body_cap_gets_413_at_once,  # noqa: F401
                             test_a_half_closed_partial_request_is_closed,
                             test_a_request_head_that_does_not_parse_is_answered_400_and_closed,
@@ -62,15 +62,7 @@ def test_docker_stop_under_busy_keep_alive_clients_loses_nothing(request, docker
         results: list[tuple[float, float, str]] = []
         stop = threading.Event()
         threads = keep_alive_clients(running.port, 8, stop, results)
-        try:
-            time.sleep(1.0)
-            signalled = time.monotonic()
-            running.container.stop(timeout=10)
-            stopped = time.monotonic() - signalled
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=15)
+        signalled, stopped, _ = stop_under_load(threads, stop, lambda: running.container.stop(timeout=10))
         running.container.reload()
         code = running.container.attrs["State"]["ExitCode"]
     failed, in_flight = drain_outcome(results, signalled)
