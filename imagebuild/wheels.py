@@ -1,6 +1,6 @@
 """The wheelhouse: every locked requirement for the image, downloaded beforehand and hash-checked by pip.
 
-For each requirement, the wheel for the image's platform (cp313, manylinux_2_28_x86_64); where none exists, the
+For each requirement, the wheel for the image's platform (cp313, any manylinux tag its glibc runs); where none exists, the
 sdist (still checked against requirements.txt's hashes) plus the wheels of its declared build backend, so the
 builder can build it into a wheel with no network.
 """
@@ -21,24 +21,63 @@ from .progress import say
 from .requirements import normalize
 
 CACHE = ROOT / ".cache" / "wheelhouse"
-# glibc 2.28 wheels run on the runtime's glibc (Debian 13: 2.41); pip also accepts every older manylinux tag.
+# Every manylinux tag the runtime's glibc (Debian 13: 2.41) runs, spelled out: pip takes one tag per --platform
+# and does not widen manylinux_2_28 to older ones (scikit-learn 1.5-1.7's cp313 wheels are manylinux_2_17 only).
+# pip prefers the tags in the order given: 2_28 first (what the image was built with so far), then older, then
+# newer.
 PLATFORM = "manylinux_2_28_x86_64"
+RUNTIME_GLIBC = (2, 41)
+PLATFORMS = [PLATFORM] + [f"manylinux_2_{minor}_x86_64" for minor in range(27, 16, -1)] + ["manylinux2014_x86_64"] \
+    + [f"manylinux_2_{minor}_x86_64" for minor in range(29, RUNTIME_GLIBC[1] + 1)]
 PYTHON_VERSION = "3.13"
-TARGET = ["--platform", PLATFORM, "--python-version", PYTHON_VERSION, "--implementation", "cp"]
+TARGET = [*(argument for platform in PLATFORMS for argument in ("--platform", platform)),
+          "--python-version", PYTHON_VERSION, "--implementation", "cp"]
+RUNTIME = f"CPython {PYTHON_VERSION} on glibc {RUNTIME_GLIBC[0]}.{RUNTIME_GLIBC[1]} (manylinux 2.17 to 2.41)"
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]  # PEP 517's fallback when an sdist has no [build-system]
 # Compiled against BLAS, Fortran or each other: never built from source here, a wheel or a clear error.
 WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost"}
 
 
-def require_wheel(name: str, version: str, why: str) -> None:
-    """Fail with one line unless `name==version` publishes a wheel for the image (resolved, not downloaded)."""
+def has_wheel(name: str, version: str) -> bool:
+    """Whether `name==version` publishes a wheel for the image (resolved, not downloaded)."""
     with tempfile.TemporaryDirectory() as target:
         result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
                                  "--ignore-installed", "--disable-pip-version-check", "--only-binary=:all:",
                                  *TARGET, "--target", target, f"{name}=={version}"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BuildError(f"{name} {version} ({why}) publishes no wheel for CPython {PYTHON_VERSION} on {PLATFORM}, "
-                         f"the image's runtime: save the model with a {name} release that has one")
+    return result.returncode == 0
+
+
+def require_wheel(name: str, version: str, why: str) -> None:
+    """Fail with one line, naming the oldest later release that would do, unless `name==version` publishes a wheel
+    for the image."""
+    if has_wheel(name, version):
+        return
+    later = oldest_with_wheel(name, version)
+    hint = f"{name} {later} is the oldest later release with one" if later else f"no later {name} release has one"
+    raise BuildError(f"{name} {version} ({why}) publishes no wheel for {RUNTIME}, the image's runtime: save the "
+                     f"model with a release that has one ({hint})")
+
+
+def oldest_with_wheel(name: str, after: str) -> str | None:
+    """The oldest release after `after` with a wheel for the image, trying each later minor release's newest
+    patch from the oldest up (a few dry runs, only when a build is about to fail)."""
+    from packaging.version import InvalidVersion, Version
+    result = subprocess.run([sys.executable, "-m", "pip", "index", "versions", name, "--disable-pip-version-check"],
+                            capture_output=True, text=True)
+    listed = re.search(r"Available versions: (.*)", result.stdout)
+    try:
+        start = Version(after)
+        versions = sorted(Version(v) for v in (listed.group(1).split(", ") if listed else []))
+    except InvalidVersion:
+        return None
+    newest_per_minor: dict[tuple[int, int], Version] = {}
+    for version in versions:
+        if version > start and not version.is_prerelease:
+            newest_per_minor[version.release[:2]] = version
+    for minor in sorted(newest_per_minor):
+        if has_wheel(name, str(newest_per_minor[minor])):
+            return str(newest_per_minor[minor])
+    return None
 
 
 def blocks(requirements: Path) -> list[str]:
@@ -90,17 +129,18 @@ def fetch(block: str, target: Path) -> None:
             return
         if normalize(name) in WHEEL_ONLY:
             version = re.search(r"==([^\s;\\]+)", block)
-            raise BuildError(f"{name} {version.group(1) if version else ''} publishes no wheel for CPython "
-                             f"{PYTHON_VERSION} on {PLATFORM} (the image's runtime), and it is not built from "
-                             f"source here: train and save the model with a {name} release that has one")
+            raise BuildError(f"{name} {version.group(1) if version else ''} publishes no wheel for {RUNTIME} (the "
+                             f"image's runtime), and it is not built from source here: train and save the model "
+                             f"with a {name} release that has one")
         before = set(target.iterdir())
         sdist = _pip("--no-deps", "--no-binary=:all:", "--require-hashes", "-d", str(target), "-r", single.name)
         if sdist.returncode != 0:
-            raise BuildError(f"{name}: no wheel for {PLATFORM} and Python {PYTHON_VERSION} "
-                             f"({_error(wheel)}), and no sdist either ({_error(sdist)})")
+            raise BuildError(f"{name}: no wheel for {RUNTIME} ({_error(wheel)}), and no sdist either "
+                             f"({_error(sdist)})")
     archive = next(path for path in set(target.iterdir()) - before)
     requires = build_requires(archive)
-    say(f"{name} has no {PLATFORM} wheel: the builder will build {archive.name} (build backend: {', '.join(requires)})")
+    say(f"{name} has no wheel for {RUNTIME}: the builder will build {archive.name} (build backend: "
+        f"{', '.join(requires)})")
     backend = _pip("--only-binary=:all:", *TARGET, "-d", str(target), *requires)
     if backend.returncode != 0:
         raise BuildError(f"{name}: cannot fetch its build requirements {requires}: {_error(backend)}")
@@ -108,7 +148,7 @@ def fetch(block: str, target: Path) -> None:
 
 def wheelhouse(requirements: Path, cache: Path = CACHE) -> Path:
     """Fill (once per requirements.txt) a cache folder with what the builder installs; returns the folder."""
-    key = hashlib.sha256(requirements.read_bytes() + PLATFORM.encode()).hexdigest()[:12]
+    key = hashlib.sha256(requirements.read_bytes() + " ".join(PLATFORMS).encode()).hexdigest()[:12]
     target = cache / key
     done = target / ".complete"
     if done.exists():
