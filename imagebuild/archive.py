@@ -21,7 +21,9 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
+
+from . import BuildError
 
 
 class ChunkReader(io.RawIOBase):
@@ -65,48 +67,68 @@ class Saved:
         return "sha256:" + hashlib.sha256(self.config_bytes).hexdigest()
 
 
-class ArchiveError(Exception):
+class ArchiveError(BuildError):
     """A `docker save` archive that does not hold what its manifest or index says."""
 
 
 GZIP, ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+class Digesting:
+    """A writable file that also takes the sha256 and the size of what is written through it, so that a file is
+    hashed as it is written instead of read again."""
+
+    def __init__(self, out: BinaryIO):
+        self.out, self.sha256, self.size = out, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha256.hexdigest()
 
 
 def read_saved(stream: tarfile.TarFile, workdir: Path) -> Saved:
     """Read a `docker save` archive into `workdir`: legacy or OCI layout, layers plain or compressed."""
-    files: dict[str, Path] = {}
+    files: dict[str, tuple[Path, str]] = {}  # member name -> (file, sha256 of its bytes)
     for member in stream:
         if member.isfile():
             path = workdir / f"member-{len(files)}"
             with path.open("wb") as out:
-                shutil.copyfileobj(stream.extractfile(member), out, 1 << 20)  # type: ignore[arg-type]
-            files[member.name] = path
+                digesting = Digesting(out)
+                shutil.copyfileobj(stream.extractfile(member), digesting, 1 << 20)  # type: ignore[arg-type]
+            files[member.name] = (path, digesting.digest)
     config_name, layer_names = _declared(files)
-    layers = [_uncompressed(_member(files, name), workdir / f"layer-{index}.tar")
+    layers = [_uncompressed(*_member(files, name), workdir / f"layer-{index}.tar")
               for index, name in enumerate(layer_names)]
-    return Saved(_member(files, config_name).read_bytes(), layers)
+    return Saved(_member(files, config_name)[0].read_bytes(), layers)
 
 
-def _member(files: dict[str, Path], name: str) -> Path:
+def _member(files: dict[str, tuple[Path, str]], name: str) -> tuple[Path, str]:
     try:
         return files[name]
     except KeyError:
         raise ArchiveError(f"the archive declares {name} but holds no such file") from None
 
 
-def _declared(files: dict[str, Path]) -> tuple[str, list[str]]:
+def _declared(files: dict[str, tuple[Path, str]]) -> tuple[str, list[str]]:
     """The config's and the layers' member names, from manifest.json, else from index.json."""
     if "manifest.json" in files:
-        manifest = json.loads(files["manifest.json"].read_bytes())
+        manifest = json.loads(files["manifest.json"][0].read_bytes())
         if len(manifest) != 1:
             raise ArchiveError(f"manifest.json lists {len(manifest)} images; one was saved")
         return manifest[0]["Config"], list(manifest[0]["Layers"])
     if "index.json" not in files:
         raise ArchiveError("neither manifest.json nor index.json: not a `docker save` archive")
-    document = json.loads(files["index.json"].read_bytes())
-    while document.get("mediaType") in INDEX_TYPES or "manifests" in document:  # an index: its (first) manifest
-        document = json.loads(_member(files, _blob(document["manifests"][0]["digest"])).read_bytes())
+    document = json.loads(files["index.json"][0].read_bytes())
+    while "manifests" in document:  # an index (of an index...): its first manifest
+        document = json.loads(_member(files, _blob(document["manifests"][0]["digest"]))[0].read_bytes())
     return _blob(document["config"]["digest"]), [_blob(layer["digest"]) for layer in document["layers"]]
 
 
@@ -115,21 +137,22 @@ def _blob(digest: str) -> str:
     return f"blobs/{algorithm}/{hexdigest}"
 
 
-def _uncompressed(path: Path, out: Path) -> tuple[str, Path]:
-    """(diff_id, tar) of a layer blob: the blob itself when it is a plain tar, else its decompressed copy."""
+def _uncompressed(path: Path, digest: str, out: Path) -> tuple[str, Path]:
+    """(diff_id, tar) of a layer blob whose sha256 is `digest`: the blob itself when it is a plain tar, else its
+    decompressed copy."""
     with path.open("rb") as handle:
         magic = handle.read(4)
-    if magic.startswith(GZIP) or magic == ZSTD:
-        with path.open("rb") as raw, out.open("wb") as plain:
-            if magic == ZSTD:
-                import zstandard
-                zstandard.ZstdDecompressor().copy_stream(raw, plain)
-            else:
-                shutil.copyfileobj(gzip.GzipFile(fileobj=raw), plain, 1 << 20)
-        path.unlink()
-        path = out
-    with path.open("rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest(), path
+    if not (magic.startswith(GZIP) or magic == ZSTD):
+        return digest, path
+    with path.open("rb") as raw, out.open("wb") as plain:
+        digesting = Digesting(plain)
+        if magic == ZSTD:
+            import zstandard
+            zstandard.ZstdDecompressor().copy_stream(raw, digesting)
+        else:
+            shutil.copyfileobj(gzip.GzipFile(fileobj=raw), digesting, 1 << 20)
+    path.unlink()
+    return digesting.digest, out
 
 
 def config_bytes(config: dict[str, Any]) -> bytes:

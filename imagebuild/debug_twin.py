@@ -56,10 +56,13 @@ def busybox(update: bool, locked: dict[str, Any]) -> tuple[Path, dict[str, Any]]
 
 
 def applets(client: Any, binary: Path) -> list[str]:
-    """The commands this busybox provides (`busybox --list`, run in a container of the binary alone: the build
-    machine may not run Linux executables)."""
+    """The commands this busybox provides (`busybox --list`, run once per binary in a container of the binary
+    alone, since the build machine may not run Linux executables; kept beside the binary)."""
     import docker.errors
-    repository, tag = f"{CACHE_IMAGE}", binary.parent.name[:12]
+    listed = binary.with_name("applets")
+    if listed.is_file():
+        return listed.read_text(encoding="utf-8").split()
+    repository, tag = CACHE_IMAGE, binary.parent.name[:12]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as root:
         info = tarfile.TarInfo("busybox")
@@ -77,7 +80,9 @@ def applets(client: Any, binary: Path) -> list[str]:
         client.images.remove(f"{repository}:{tag}")
     if "sh" not in output.split():
         raise BuildError(f"busybox --list printed no sh: remove {binary.parent} and build again")
-    return sorted(set(output.split()) - {"busybox"})
+    commands = sorted(set(output.split()) - {"busybox"})
+    listed.write_text("\n".join(commands) + "\n", encoding="utf-8")
+    return commands
 
 
 def context(binary: Path, commands: list[str]) -> io.BytesIO:

@@ -147,10 +147,10 @@ def repository_path(repository: str, registry: str) -> str:
 def gzip_layer(tar: Path, out: Path) -> tuple[str, int]:
     """The layer as its pushed blob: gzip level 6, no name, time 0; returns its digest and size."""
     with tar.open("rb") as source, out.open("wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as compressed:
+        digesting = archive.Digesting(raw)
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=digesting, mtime=0) as compressed:
             shutil.copyfileobj(source, compressed, 1 << 20)
-    with out.open("rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest(), out.stat().st_size
+    return digesting.digest, digesting.size
 
 
 @dataclass(frozen=True)

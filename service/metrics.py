@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .logs import is_probe
 
@@ -51,12 +50,12 @@ class Metrics:
 
     def export(self) -> Response:
         registry = self.registry
-        if self.shared:  # every worker's files, read at each scrape
+        reading: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self.shared:  # every worker's files, read at each scrape, never while a dead worker's are folded
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
-            with _folder_lock(os.environ["PROMETHEUS_MULTIPROC_DIR"], fcntl.LOCK_SH):
-                text = generate_latest(registry)
-        else:
+            reading = _folder_lock(os.environ["PROMETHEUS_MULTIPROC_DIR"], fcntl.LOCK_SH)
+        with reading:
             text = generate_latest(registry)
         # content_type, not mimetype: Flask would add a second charset to CONTENT_TYPE_LATEST's own
         return Response(text, content_type=CONTENT_TYPE_LATEST)
@@ -71,10 +70,9 @@ def _folder_lock(folder: str, mode: int) -> Iterator[None]:
 
 
 def fold_dead_worker(pid: int, folder: str) -> None:
-    """After worker `pid` died: its live gauges go (prometheus_client's mark_process_dead), its other gauges
-    too (model_info is the same in every worker), and its counters and histograms are added into
-    `<kind>_dead.db`, so totals never go back and the folder does not grow with every replaced worker."""
-    mark_process_dead(pid, folder)
+    """After worker `pid` died: its gauges go (in flight and connections are live sums; model_info is the same in
+    every worker), and its counters and histograms are added into `<kind>_dead.db`, so totals never go back and
+    the folder does not grow with every replaced worker."""
     with _folder_lock(folder, fcntl.LOCK_EX):
         for dead in Path(folder).glob(f"gauge_*_{pid}.db"):
             dead.unlink()
@@ -90,8 +88,8 @@ def fold_dead_worker(pid: int, folder: str) -> None:
             try:
                 for metric in merged:
                     for sample in metric.samples:
-                        key = json.dumps([metric.name, sample.name, sample.labels, metric.documentation],
-                                         sort_keys=True)
+                        key = mmap_key(metric.name, sample.name, list(sample.labels), list(sample.labels.values()),
+                                       metric.documentation)
                         values.write_value(key, sample.value, 0.0)
             finally:
                 values.close()
