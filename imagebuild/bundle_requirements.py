@@ -20,9 +20,13 @@ from .model_input import ModelSource, model_source
 from .progress import say
 from .requirements import IMPORT_OVERRIDES, compile_requirements, listed_packages, normalize, pinned
 from .scan import Scan, scan_model
-from .wheels import require_wheel
+from .wheels import has_wheel, require_wheel
 
 CACHE = ROOT / ".cache" / "requirements"
+# The same library built without CUDA, published by its project at the same versions: stock xgboost (2.1 on)
+# depends on nvidia-nccl-cu12 (469 MB) and ships a 237 MB libxgboost.so with GPU code a CPU service never loads;
+# xgboost-cpu's wheel is 5.6 MB (xgboost 3.2.0, measured).
+CPU_BUILDS = {"xgboost": "xgboost-cpu"}
 STDLIB = set(sys.stdlib_module_names) | {"__builtin__", "copy_reg"}  # the last two: Python 2 names in old pickles
 
 
@@ -112,7 +116,27 @@ def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: boo
     if versions:
         notes += [f"{name} is not installed in {env.python}: the image gets the newest version that fits"
                   for name, version in sorted(pins.items()) if version is None]
-    return Needs(pins, tuple(notes))
+    pins, cpu_notes = cpu_builds(pins)
+    return Needs(pins, tuple(notes + cpu_notes))
+
+
+def cpu_builds(pins: dict[str, str | None]) -> tuple[dict[str, str | None], list[str]]:
+    """The pins with each distribution of CPU_BUILDS replaced by its CPU-only build of the same version, where
+    that version publishes a wheel for the image; and a note for each."""
+    chosen, notes = dict(pins), []
+    for name, cpu in CPU_BUILDS.items():
+        if name not in chosen:
+            continue
+        version = chosen[name]
+        if version is not None and not has_wheel(cpu, version):
+            notes.append(f"{name} {version} has no CPU-only build ({cpu}) for the image: the image gets {name} "
+                         f"with its GPU libraries")
+            continue
+        del chosen[name]
+        chosen[cpu] = version
+        notes.append(f"{name}{' ' + version if version else ''}: the image gets {cpu}, the same library without "
+                     f"the GPU code and CUDA libraries a CPU service never loads")
+    return chosen, notes
 
 
 def requirements_file(needs: Needs, root: Path = ROOT, cache: Path = CACHE) -> Path:

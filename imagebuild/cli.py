@@ -64,6 +64,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="write the report as JSON to FILE, and the SBOM and provenance beside it (FILE's stem + "
                              ".cdx.json, .provenance.json); default: dist/<image>.report.json and so on")
+    parser.add_argument("--clean", action="store_true",
+                        help="remove this build's builder image (REPOSITORY-builder:TAG, about 0.9 GB) and build "
+                             "cache (REPOSITORY-cache:TAG) afterwards, kept otherwise so that the next build of "
+                             "this tag reuses their layers")
     parser.add_argument("--debug", action="store_true",
                         help="also build a debug twin, <tag>-debug, with a busybox shell at /busybox (pushed only "
                              "with --push)")
@@ -165,6 +169,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
+    model_input.check_trust(source, [args.python or sys.executable, sys.executable])
     requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
                                                       update=args.update_requirements)
     wheelhouse = wheels.wheelhouse(requirements_path)
@@ -182,59 +187,66 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     sbom_text = sbom.document(reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
                               source.artifact, epoch.seconds, runtime)
     builder_tag = docker_build.builder_reference(reference)
-    labels = {docker_build.BUILD_LABEL: reference}
-    say(f"building {builder_tag} on {builder_base}")
-    builder_id = docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path),
-                                    "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
-    as_built = docker_build.cache_reference(reference)
-    say(f"building {reference} on {runtime}")
-    pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
-        if args.prune else {}
-    docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built, {
-        "BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
-        "DERIVE_ARGS": docker_build.derive_arguments(source),
-        "REVISION": docker_build.revision(), "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, **pruning}, labels)
-    say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
-        f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
-    reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
-    debug = build_debug(client, reference, labels, epoch, args.update_lock) if args.debug else None
-    reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
-    if reclaimed:
-        say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
-    say("measuring layers (each measured once: .cache/layer-sizes.json)")
-    result = report.analyze(client, reference)
-    result["model"] = served.summary(served.served_card(client, reference))
-    if args.prune:
-        result["pruned"] = served.pruned(client, reference)
-    result["bases"] = {"builder": builder_base, "runtime": runtime,
-                       "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
-    result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
-    result["records"] = {kind: str(path) for kind, path in records.items()}
-    if debug:
-        result["debug"] = debug
-    result["requirements"] = str(requirements_path.relative_to(ROOT))
-    result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
-        else {"limit": gate.budget(), "source": str(gate.BUDGET.relative_to(ROOT))}
-    if args.bundle_out:
-        served.write_bundle(client, reference, args.bundle_out)
-        say(f"wrote the served bundle to {args.bundle_out}")
-    report.write_json(result, records["report"])
-    write_atomic(records["sbom"], sbom_text)
+    from .debug_twin import reference as twin_of
+    kept = [builder_tag, docker_build.cache_reference(reference), docker_build.cache_reference(twin_of(reference))]
+    with docker_build.leaving_nothing(client, reference, remove=kept if args.clean else []):
+        labels = {docker_build.BUILD_LABEL: reference}
+        say(f"building {builder_tag} on {builder_base}")
+        builder_id = docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path),
+                                        "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
+        as_built = docker_build.cache_reference(reference)
+        say(f"building {reference} on {runtime}")
+        pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
+            if args.prune else {}
+        docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
+                           {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
+                            "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
+                            "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, **pruning}, labels)
+        say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
+            f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
+        reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
+        debug = build_debug(client, reference, labels, epoch, args.update_lock) if args.debug else None
+        reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
+        if reclaimed:
+            say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
+        say("measuring layers (each measured once: .cache/layer-sizes.json)")
+        result = report.analyze(client, reference)
+        result["model"] = served.summary(served.served_card(client, reference))
+        if args.prune:
+            result["pruned"] = served.pruned(client, reference)
+        result["bases"] = {"builder": builder_base, "runtime": runtime,
+                           "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
+        result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
+        result["records"] = {kind: str(path) for kind, path in records.items()}
+        if debug:
+            result["debug"] = debug
+        result["requirements"] = str(requirements_path.relative_to(ROOT))
+        result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
+            else {"limit": gate.budget(), "source": str(gate.BUDGET.relative_to(ROOT))}
+        if args.bundle_out:
+            served.write_bundle(client, reference, args.bundle_out)
+            say(f"wrote the served bundle to {args.bundle_out}")
+        report.write_json(result, records["report"])
+        write_atomic(records["sbom"], sbom_text)
 
-    def record(pushed: str | None) -> None:
-        write_atomic(records["provenance"], json.dumps(provenance.statement(
-            parameters=parameters(args, reference), source=docker_build.source_state(SOURCE_URL),
-            locks=[requirements_path, debian_lock.LOCK], model=source.artifact,
-            images={"builder base": (builder_base, client.images.get(builder_base).id),
-                    "builder": (builder_tag, builder_id), "runtime base": (runtime, client.images.get(runtime).id)},
-            epoch=result["source_date_epoch"], sbom=sbom_text.encode(), pushed=pushed, debug=debug, version=version,
-            image={"image": reference, "id": result["id"], "layers": [row["digest"] for row in result["layers"]]},
-            started=started, finished=time.time()), indent=2) + "\n")
+        def record(pushed: str | None) -> None:
+            write_atomic(records["provenance"], json.dumps(provenance.statement(
+                parameters=parameters(args, reference), source=docker_build.source_state(SOURCE_URL),
+                locks=[requirements_path, debian_lock.LOCK], model=source.artifact,
+                images={"builder base": (builder_base, client.images.get(builder_base).id),
+                        "builder": (builder_tag, builder_id), "runtime base": (runtime, client.images.get(runtime).id)},
+                epoch=result["source_date_epoch"], sbom=sbom_text.encode(), pushed=pushed, debug=debug, version=version,
+                image={"image": reference, "id": result["id"], "layers": [row["digest"] for row in result["layers"]]},
+                started=started, finished=time.time()), indent=2) + "\n")
 
-    record(None)
-    say(f"wrote {', '.join(str(path) for path in records.values())}")
-    print(report.render(result), file=sys.stderr if args.push else sys.stdout)
-    gate.check(result, result["budget"]["limit"], result["budget"]["source"])
+        record(None)
+        say(f"wrote {', '.join(str(path) for path in records.values())}")
+        print(report.render(result), file=sys.stderr if args.push else sys.stdout)
+        try:
+            gate.check(result, result["budget"]["limit"], result["budget"]["source"])
+        except BuildError:
+            docker_build.untag(client, [reference, *([debug["image"]] if debug else [])])  # no tag on a failed image
+            raise
     if args.push:
         from .publish import publish, tags_for
         tags = tags_for(version, docker_build.revision(), args.latest)

@@ -1,6 +1,7 @@
 """Builds through the Docker SDK (classic builder: no BuildKit) from a minimal, reproducible context."""
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import subprocess
@@ -8,7 +9,9 @@ import sys
 import tarfile
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import docker.errors
 
 from . import ROOT, BuildError
 from .model_input import ModelSource, code_files, head_of_sample
@@ -122,6 +125,29 @@ def cache_reference(reference: str) -> str:
     REPOSITORY-cache:TAG, kept so the next build of `reference` starts from its layers."""
     repository, tag = split_reference(reference)
     return f"{repository}-cache:{tag}"
+
+
+@contextlib.contextmanager
+def leaving_nothing(client: Any, reference: str, remove: list[str]) -> Iterator[None]:
+    """A build of `reference`: on failure, the untagged images its steps made are removed (a failed step leaves
+    those of the steps before it); on the way out either way, the images `remove` names (--clean)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(docker.errors.APIError):
+            prune_superseded(client, reference)
+        raise
+    finally:
+        untag(client, remove)
+        if remove:
+            prune_superseded(client, reference)
+
+
+def untag(client: Any, references: list[str]) -> None:
+    """Remove each reference's tag (and its image, when no other tag or image needs it); absent ones are fine."""
+    for name in references:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(name)
 
 
 def prune_superseded(client: Any, reference: str) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcard.card import CARD_FILE, FORMATS, CardError, read_card
+from modelcard.card import CARD_FILE, FORMATS, CardError, read_card, untrusted_problem
 
 from . import ROOT, BuildError
 
@@ -103,6 +104,29 @@ def model_source(model: Path | None, sample: Path | None = None, code: list[Path
             modules[name] = path
     return ModelSource(artifact.resolve(), card, sample.resolve() if sample else None,
                        tuple(folder.resolve() for folder in code or []), tuple(trust or ()), modules)
+
+
+# skops reads the file's schema to list its types; nothing in the file is loaded or run.
+UNTRUSTED = "import json, sys, skops.io; print(json.dumps(sorted(skops.io.get_untrusted_types(file=sys.argv[1]))))"
+
+
+def check_trust(source: ModelSource, pythons: list[str]) -> None:
+    """A derived skops model's types skops does not trust by default must all be in --trust: checked before
+    anything is downloaded or built, with the first of `pythons` that has skops (the builder checks again with
+    the image's skops, which decides)."""
+    if source.card is not None or FORMATS.get(source.artifact.suffix.lower()) != "skops":
+        return
+    for python in dict.fromkeys(pythons):
+        try:
+            result = subprocess.run([python, "-c", UNTRUSTED, str(source.artifact)], capture_output=True, text=True,
+                                    timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            problem = untrusted_problem(source.artifact.name, json.loads(result.stdout), source.trust)
+            if problem:
+                raise BuildError(problem)
+            return
 
 
 def head_of_sample(sample: Path, rows: int = SAMPLE_ROWS) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+import re
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -14,6 +15,12 @@ if TYPE_CHECKING:
     from .scan import Scan
 
 WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+BOOSTER = ("xgboost.core", "Booster")
+# The booster's model as XGBoost serializes it: UBJSON (a count after "[#": its type marker, then big-endian
+# bytes) or, in older releases, JSON.
+UBJSON_NAMES = re.compile(rb"\rfeature_names\[#([iUIlL])")
+UBJSON_COUNT = {b"i": 1, b"U": 1, b"I": 2, b"l": 4, b"L": 8}
+JSON_NAMES = re.compile(rb'"feature_names"\s*:\s*\[\s*"')
 ITEMSIZE = {"M": 8, "m": 8}  # datetime64 and timedelta64 codes carry no size
 
 
@@ -121,6 +128,9 @@ def walk(stream: IO[bytes], scan: Scan) -> None:
                     scan.sklearn_version = scan.sklearn_version or version
                 if "feature_names_in_" in state or state.get("_fitted_with_feature_names") is True:
                     scan.dataframe = True  # scikit-learn's estimators, and LightGBM's
+                if isinstance(target, _Object) and isinstance(target.factory, _Global) and \
+                        (target.factory.module, target.factory.name) == BOOSTER and booster_names(state):
+                    scan.dataframe = True  # XGBoost keeps the names in its booster's serialized model
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
             memo[int(arg)] = stack[-1]
         elif name == "MEMOIZE":
@@ -177,6 +187,22 @@ def walk(stream: IO[bytes], scan: Scan) -> None:
         else:  # every other opcode pushes its argument: ints, floats, strings, bytes
             stack.append(arg)
     raise ValueError("the pickle stream ends without STOP")
+
+
+def booster_names(state: Any) -> bool:
+    """Whether an XGBoost Booster's pickled state (`{"handle": bytearray(model)}`) names its features."""
+    handle = state.get("handle") if isinstance(state, dict) else None
+    if isinstance(handle, _Object) and isinstance(handle.args, tuple) and handle.args:
+        handle = handle.args[0]  # bytearray(b"...") as protocols below 5 write it
+    if isinstance(handle, str):
+        handle = handle.encode("latin-1")  # protocol 2's bytearray(text, "latin-1")
+    if not isinstance(handle, (bytes, bytearray)):
+        return False
+    found = UBJSON_NAMES.search(handle)
+    if found:
+        size = UBJSON_COUNT[found.group(1)]
+        return int.from_bytes(handle[found.end():found.end() + size], "big", signed=found.group(1) != b"U") > 0
+    return JSON_NAMES.search(handle) is not None
 
 
 def _hashable(value: Any) -> bool:

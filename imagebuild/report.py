@@ -18,6 +18,7 @@ SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
 CACHE = ROOT / ".cache" / "layer-sizes.json"
 CACHE_VERSION = 3  # bumped whenever a layer or an image is measured or recorded differently
 CACHED_IMAGES = 20
+INPUTS = {"dataframe": "a DataFrame", "texts": "a list of texts", "array": "an array"}  # the card's "input"
 
 
 def package_of(entry: str) -> str:
@@ -169,7 +170,7 @@ def render(report: dict[str, Any]) -> str:
     if "model" in report:
         model = report["model"]
         lines += ["", f"model       {model['name']} {model['version']}: {model['task']}, "
-                      f"{'a DataFrame' if model['input'] == 'dataframe' else 'an array'} of "
+                      f"{INPUTS.get(model['input'], 'an array')} of "
                       f"{len(model['features'])} features, scikit-learn {model['sklearn_version']}"]
         for feature in model["features"]:
             extra = f", {feature['values']} values{' (closed)' if feature.get('closed') else ''}" \

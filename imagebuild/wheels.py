@@ -35,7 +35,7 @@ TARGET = [*(argument for platform in PLATFORMS for argument in ("--platform", pl
 RUNTIME = f"CPython {PYTHON_VERSION} on glibc {RUNTIME_GLIBC[0]}.{RUNTIME_GLIBC[1]} (manylinux 2.17 to 2.41)"
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]  # PEP 517's fallback when an sdist has no [build-system]
 # Compiled against BLAS, Fortran or each other: never built from source here, a wheel or a clear error.
-WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost"}
+WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost", "xgboost-cpu"}
 
 
 def has_wheel(name: str, version: str) -> bool:

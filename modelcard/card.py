@@ -138,10 +138,12 @@ def card_problems(card: Any) -> list[str]:
         problems.append(f"card.features: the name '{name}' is used {names.count(name)} times")
     for index, feature in enumerate(card["features"]):
         problems += _feature_problems(feature, f"card.features[{index}] '{feature['name']}'", dataframe)
+    if card.get("input") == "texts" and [f["type"] for f in card["features"]] != ["string"]:
+        problems.append("card.input: \"texts\" takes exactly one feature, of type string")
     labels = card["output"].get("labels")
     if card["task"] == "classification" and labels is None:
         problems.append("card.output: a classifier needs its class 'labels'")
-    if card["task"] == "regression" and labels is not None:
+    if card["task"] != "classification" and labels is not None:
         problems.append("card.output: 'labels' only applies to a classifier")
     artifact = card["artifact"]
     if "trusted" in artifact and artifact_format(card) != "skops":
@@ -199,3 +201,13 @@ def read_card(folder: Path) -> dict[str, Any]:
 def artifact_format(card: dict[str, Any]) -> str:
     """joblib, pickle or skops: the card's `artifact.format`, else the file's suffix (joblib by default)."""
     return card["artifact"].get("format") or FORMATS.get(Path(card["artifact"]["file"]).suffix.lower(), "joblib")
+
+
+def untrusted_problem(file_name: str, untrusted: list[str], trust: list[str] | tuple[str, ...]) -> str | None:
+    """The one line refusing a skops file whose types skops does not trust by default and `trust` leaves out;
+    None when every such type is trusted."""
+    refused = sorted(name for name in untrusted if name not in trust)
+    if not refused:
+        return None
+    return (f"{file_name} holds types skops does not trust by default: {', '.join(refused)}; check them, then pass "
+            f"--trust {','.join(refused)}")

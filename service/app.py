@@ -101,9 +101,10 @@ def predict() -> Response:
     service = state()
     with service.predictor.coming():
         payload = read_json_body()
+        outputs = service.predictor.asked([n for n in request.args.get("outputs", "").split(",") if n])
         rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
         g.rows = len(rows.values)
-        result = service.predictor.predict(rows.values, rows.index)
+        result = service.predictor.predict(rows.values, rows.index, outputs)
     return jsonify(result)
 
 
@@ -117,6 +118,11 @@ def examples() -> Response:
         curl = f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
         listed.append({**example, "curl": curl})
     return jsonify(endpoint="/predict", method="POST", examples=listed)
+
+
+def _fitted(model: Any) -> Any:
+    """The fitted estimator a search (GridSearchCV, ...) refitted, or the model itself."""
+    return getattr(model, "best_estimator_", model)
 
 
 def _final_estimator(model: Any) -> Any:
@@ -133,15 +139,17 @@ def _simple_params(estimator: Any) -> dict[str, Any]:
 @api.get("/metadata")
 def metadata() -> Response:
     bundle = state().bundle
-    model = bundle.model
+    model = _fitted(bundle.model)
     final = _final_estimator(model)
     loaded = {
         "estimator": type(final).__name__,
+        **({"search": type(bundle.model).__name__} if model is not bundle.model else {}),
         "pipeline": [f"{name}: {type(step).__name__}" for name, step in model.steps] if hasattr(model, "steps") else None,
         "parameters": _simple_params(final),
         "feature_order": bundle.feature_names,
-        "input": "DataFrame" if bundle.dataframe else "NumPy array",
+        "input": {"dataframe": "DataFrame", "texts": "list of texts"}.get(bundle.input, "NumPy array"),
         "classes": bundle.classes,
+        "outputs": state().predictor.output_names,
         "sha256": bundle.sha256,
     }
     runtime = {"service_version": __version__, "python": platform.python_version(),

@@ -44,15 +44,20 @@ class ModelBundle:
     def __post_init__(self) -> None:
         features = [Feature.from_card(entry) for entry in self.card["features"]]
         object.__setattr__(self, "features", features)
-        object.__setattr__(self, "to_input", input_builder(features, self.dataframe))
+        object.__setattr__(self, "to_input", input_builder(features, self.input))
 
     @property
     def feature_names(self) -> list[str]:
         return [feature.name for feature in self.features]
 
     @property
+    def input(self) -> str:
+        """What predict() receives: "array", "dataframe" or "texts" (service/frames.py)."""
+        return str(self.card.get("input", "array"))
+
+    @property
     def dataframe(self) -> bool:
-        return self.card.get("input") == "dataframe"
+        return self.input == "dataframe"
 
     @property
     def is_classifier(self) -> bool:

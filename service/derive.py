@@ -4,8 +4,9 @@ model file) from a fitted model, derived, never hand-written; or a hand-written 
 From the model: feature names (feature_names_in_, else the sample's header, else x0..xN), task, classes, the
 categories its encoders know, how training marked missing values, pandas categoricals, the scikit-learn version
 and the sha256. From the sample (rows of the training data, CSV): each feature's type, whether it may be missing,
-its range, and two real example rows. Then the live model is asked: does it accept each example, a value it has
-never seen (else the feature's values are closed), a missing value where the sample had some.
+its range, and two real example rows. Then the live model is asked (service/probes.py): how it takes its rows (a
+2-D array, a list of texts, a DataFrame), whether it accepts each example, a value it has never seen, a missing
+value where the sample had some.
 
 Run it where the model loads with the versions it is served with: scripts/build.py runs it in the image's
 builder stage. Notes (what could not be inferred) go to stdout as `card: note: ...`; an error is one line per
@@ -14,6 +15,7 @@ problem on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import shutil
@@ -21,13 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from modelcard.card import FORMATS, card_problems
+from modelcard.card import FORMATS, card_problems, untrusted_problem
 from modelcard.features import Feature, values_type
 
 from . import __version__
 from .bundle import CARD_FILE, BundleError, check_model, load_model, read_card, sha256_file
 from .frames import column_dtype
-from .probes import ModelRefusal, settled
+from .probes import ModelRefusal, input_kind, settled
 from .introspect import Known, known_columns
 from .sample import Column, SampleError, read_sample
 
@@ -56,10 +58,9 @@ def _trusted(artifact: Path, trust: Sequence[str]) -> list[str]:
     import importlib
     skops_io = importlib.import_module("skops.io")
     untrusted = sorted(skops_io.get_untrusted_types(file=artifact))
-    refused = [name for name in untrusted if name not in trust]
-    if refused:
-        raise DeriveError(f"{artifact.name} holds types skops does not trust by default: {', '.join(refused)}; "
-                          f"check them, then pass --trust {','.join(refused)}")
+    problem = untrusted_problem(artifact.name, untrusted, trust)
+    if problem:
+        raise DeriveError(problem)
     return untrusted
 
 
@@ -126,6 +127,35 @@ def _feature(name: str, column: Column | None, known: Known | None, dataframe: b
     return entry
 
 
+def _candidates(names: list[str], typed: dict[str, Column | None], known: dict[str, Known],
+                fitted_on_frame: bool) -> dict[str, list[dict[str, Any]]]:
+    """The kinds of input to try, in order, each with its card entries: a DataFrame alone for a model fitted on
+    one; else a 2-D array, a list of texts (one text feature), then a DataFrame of the sample's columns (when the
+    sample names them and pandas is installed: a user's transformer may index columns by name)."""
+    def entries(dataframe: bool) -> list[dict[str, Any]]:
+        return [_feature(name, typed.get(name), known.get(name), dataframe) for name in names]
+
+    if fitted_on_frame:
+        return {"dataframe": entries(True)}
+    found = {"array": entries(False)}
+    if [entry["type"] for entry in found["array"]] == ["string"]:
+        found["texts"] = found["array"]
+    if typed and importlib.util.find_spec("pandas") is not None:
+        found["dataframe"] = entries(True)
+    return found
+
+
+def _hint(candidates: dict[str, list[dict[str, Any]]], sample: bool) -> str:
+    """What to change when the model takes none of the candidates."""
+    if "dataframe" in candidates:
+        return ("; if it needs a DataFrame, check that the sample's columns are the ones it was fitted on, in "
+                "order, or set feature_names_in_ in your transformer's fit")
+    if not sample:
+        return "; give --sample with a header naming the features so that a DataFrame can be tried"
+    return ("; pandas is not in the image, so a DataFrame was not tried: set feature_names_in_ in your "
+            "transformer's fit (or import pandas in your --code)")
+
+
 def _examples(columns: dict[str, Column]) -> list[dict[str, Any]]:
     """Up to two real rows: the first complete one, and the first with a missing value (else the second)."""
     if not columns:
@@ -136,6 +166,31 @@ def _examples(columns: dict[str, Column]) -> list[dict[str, Any]]:
     partial = [row for row in rows if any(value is None for value in row.values())]
     chosen = (complete[:1] + partial[:1]) or rows[:1]
     return chosen + [row for row in rows if row not in chosen][:2 - len(chosen)]
+
+
+TASKS = {"classifier": "classification", "regressor": "regression", "clusterer": "clustering",
+         "outlier_detector": "outlier_detection"}  # scikit-learn's estimator types
+OUTPUT_NAMES = {"classification": "class", "regression": "prediction", "clustering": "cluster",
+                "outlier_detection": "outlier"}
+MEANING = {"classification": "", "regression": "", "clustering": ": the cluster's number",
+           "outlier_detection": ": -1 for an outlier, 1 for an inlier"}
+
+
+def _task(model: Any, has_classes: bool) -> str:
+    """The card's task from scikit-learn's estimator type (its tags from 1.6 on, `_estimator_type` before);
+    a classifier must have classes_, and an estimator of no known type is a regressor."""
+    try:
+        import warnings
+
+        from sklearn.utils import get_tags  # scikit-learn 1.6+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an estimator of another library without tags: defaults, warned
+            kind = get_tags(model).estimator_type
+    except Exception:  # noqa: BLE001 - an older scikit-learn, or an estimator whose tags fail
+        kind = None
+    kind = kind or getattr(model, "_estimator_type", None)
+    task = TASKS.get(str(kind), "classification" if has_classes else "regression")
+    return "regression" if task == "classification" and not has_classes else task
 
 
 def _slug(text: str) -> str:
@@ -158,32 +213,36 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
     if not callable(getattr(model, "predict", None)):
         raise DeriveError(f"{artifact.name}: {type(model).__name__} has no predict()")
     columns, rows_read = read_sample(sample) if sample else ({}, 0)
-    names, dataframe = _names(model, columns, notes)
+    names, fitted_on_frame = _names(model, columns, notes)
     known = known_columns(model, names)
     typed = {name: _retyped(columns.get(name), known.get(name)) for name in names} if columns else {}
-    entries = [_feature(name, typed.get(name), known.get(name), dataframe) for name in names]
+    candidates = _candidates(names, typed, known, fitted_on_frame)
+    entries = next(iter(candidates.values()))
     from_sample = {e["name"] for e in entries if e.get("values") and known.get(e["name"], Known()).values is None}
     if not columns:
         notes.append("no --sample: types assumed numbers, no ranges, no feature may be null, examples made up")
     examples = _examples(typed)
     try:
-        entries, probed = settled(model, entries, examples, dataframe, from_sample)
+        kind = input_kind(model, candidates, examples, _hint(candidates, bool(columns)))
+        entries, probed = settled(model, candidates[kind], examples, kind, from_sample)
     except ModelRefusal as exc:
         raise DeriveError(str(exc)) from None
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    fitted = getattr(model, "best_estimator_", model)  # what a search refitted
+    final = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
     classes = getattr(model, "classes_", None)
-    steps = " > ".join(type(step).__name__ for _, step in model.steps) if hasattr(model, "steps") else \
-        type(model).__name__
+    task = _task(model, classes is not None)
+    steps = " > ".join(type(step).__name__ for _, step in fitted.steps) if hasattr(fitted, "steps") else \
+        type(fitted).__name__
+    steps = steps if fitted is model else f"{type(model).__name__} over {steps}"
     card: dict[str, Any] = {
         "name": _slug(artifact.stem),
         "title": f"{type(final).__name__} ({artifact.name})",
         "version": digest[:12],
         "description": f"{steps}, derived from {artifact.name} by sklearn-model-service {__version__}.",
-        "task": "classification" if classes is not None else "regression",
-        "input": "dataframe" if dataframe else "array",
+        "task": task,
+        "input": kind,
         "features": entries,
-        "output": {"name": "class" if classes is not None else "prediction",
-                   "description": f"{type(final).__name__}.predict"},
+        "output": {"name": OUTPUT_NAMES[task], "description": f"{type(final).__name__}.predict{MEANING[task]}"},
         "examples": examples,
         "sklearn_version": getattr(model, "_sklearn_version", None) or sklearn.__version__,
         "artifact": described,

@@ -1,6 +1,7 @@
 """Rows of typed values (modelcard/features.py) turned into what predict() was fitted on: a float64 NumPy array
-when every feature is numeric, an object array otherwise, or, for a model fitted on a DataFrame, a DataFrame
-with the fitted column names and dtypes (category columns with the known categories).
+when every feature is numeric, an object array otherwise; for a model fitted on a DataFrame, a DataFrame with the
+fitted column names and dtypes (category columns with the known categories); for a model fitted on a plain list
+of texts (a text pipeline), the list of the one feature's values.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from modelcard.features import Feature
 
 NUMPY_DTYPES = ("float64", "float32", "int64", "int32", "bool")
 DEFAULT_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "category": "category"}
+INPUTS = ("array", "dataframe", "texts")  # the card's "input": what predict() receives
 
 
 def pandas() -> Any:
@@ -21,10 +23,12 @@ def pandas() -> Any:
     return importlib.import_module("pandas")
 
 
-def input_builder(features: Sequence[Feature], dataframe: bool) -> Callable[[list[list[Any]]], Any]:
-    """A function from parsed rows to what predict() takes."""
-    if dataframe:
+def input_builder(features: Sequence[Feature], kind: str) -> Callable[[list[list[Any]]], Any]:
+    """A function from parsed rows to what predict() takes, for the card's `kind` of input (INPUTS)."""
+    if kind == "dataframe":
         return _frame_builder(features)
+    if kind == "texts":
+        return lambda rows: [row[0] for row in rows]
     if all(f.numeric for f in features):
         return lambda rows: np.asarray(rows, dtype=np.float64)
 

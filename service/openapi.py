@@ -52,7 +52,8 @@ def feature_schema(entry: dict[str, Any]) -> dict[str, Any]:
 def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
     bundle, card = service.bundle, service.bundle.card
     features = card["features"]
-    label = {"type": values_type(bundle.classes or [])} if bundle.is_classifier else {"type": "number"}
+    label = {"type": values_type(bundle.classes or [])} if bundle.is_classifier else \
+        {"type": "integer"} if card["task"] in ("clustering", "outlier_detection") else {"type": "number"}
     record = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
               "properties": {f["name"]: feature_schema(f) for f in features}}
     columns = {"type": "object", "additionalProperties": False, "required": [f["name"] for f in features],
@@ -67,6 +68,10 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
         prediction["properties"]["probabilities"] = {
             "type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}
         prediction["required"].append("probabilities")
+    for name, tail in service.predictor.extras.items():
+        item: dict[str, Any] = {"type": "number"} if not tail else {"type": "array", "items": {"type": "number"}}
+        prediction["properties"][name] = {"type": "array", "items": item,
+                                          "description": f"the model's {name}, when ?outputs= asks for it"}
     tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
         "datatype": {"type": "string"}, "parameters": {"type": "object"},
@@ -101,6 +106,9 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
             "/": {"get": {"summary": "Index of the endpoints", "responses": plain}},
             "/predict": {"post": {
                 "summary": "Predict for one record, a list of records, or a DataFrame's columns or split",
+                "parameters": [{"name": "outputs", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "comma-separated: more of the model's outputs to answer "
+                                               f"({', '.join(service.predictor.output_names)})"}],
                 "requestBody": {"required": True, "content": {JSON: {
                     "schema": {"oneOf": [{"$ref": "#/components/schemas/Record"},
                                          {"type": "array", "items": {"$ref": "#/components/schemas/Record"},

@@ -20,6 +20,7 @@ Outcome = tuple[np.ndarray, np.ndarray | None]  # predictions, probabilities
 PROBE_ROWS = 32  # rows spread over the card's features, for the start-up checks (fast path, batching)
 MODEL_PATH = "model.predict"
 FAST_PATH = "fast"
+EXTRA_OUTPUTS = ("decision_function", "score_samples")  # answered when asked for; predict (and predict_proba) always
 
 
 def _plain(value: Any) -> Any:
@@ -42,6 +43,7 @@ class Predictor:
         self.bundle = bundle
         self.classes = bundle.classes
         self.has_proba = bundle.is_classifier and callable(getattr(bundle.model, "predict_proba", None))
+        self.extras = self._extra_outputs()
         self.fast: FastPath | None = None
         self.inference = self._choose_path(fast_path)
         log.info("inference: %s (%s)", self.inference["path"], self.inference["why"], extra=self.inference)
@@ -62,6 +64,21 @@ class Predictor:
                 pass
         return self._model_infer(self.bundle.to_input(rows))
 
+    def _extra_outputs(self) -> dict[str, list[int]]:
+        """The model's methods of EXTRA_OUTPUTS that answer a probe row, each with its shape beyond the row
+        ([] for a number per row, [classes] for a multi-class decision_function)."""
+        found = {}
+        for method in EXTRA_OUTPUTS:
+            if not callable(getattr(self.bundle.model, method, None)):
+                continue
+            try:
+                answer = np.asarray(getattr(self.bundle.model, method)(self.bundle.to_input(self._probe_rows()[:2])))
+            except Exception as exc:  # noqa: BLE001 - a method that fails on the probe rows is not offered
+                log.info("%s is not served: it failed on the probe rows (%s: %s)", method, type(exc).__name__, exc)
+                continue
+            found[method] = list(answer.shape[1:])
+        return found
+
     def _fast_input(self, rows: list[list[Any]]) -> Any:
         """What the fast path takes: the rows themselves for a DataFrame model, else the float64 array."""
         return rows if self.bundle.dataframe else self.bundle.to_input(rows)
@@ -74,6 +91,13 @@ class Predictor:
                             f"is served")
         probabilities = self.bundle.model.predict_proba(model_input) if self.has_proba else None
         return predictions, probabilities
+
+    def _named_by(self, message: str, rows: list[list[Any]]) -> str | None:
+        """The one text feature whose value in these rows the model's error message quotes, if there is one."""
+        named = {feature.name for position, feature in enumerate(self.bundle.features) if not feature.numeric
+                 for row in rows if isinstance(row[position], str) and len(row[position]) > 2
+                 and row[position] in message}
+        return named.pop() if len(named) == 1 else None
 
     @staticmethod
     def _split(outcome: Outcome, sizes: list[int]) -> list[Outcome]:
@@ -94,8 +118,8 @@ class Predictor:
         if not wanted:
             return {"path": MODEL_PATH, "why": "the fast path is switched off (SERVICE_FAST_PATH=0)"}
         if not self.bundle.dataframe and not all(f.numeric for f in self.bundle.features):
-            return {"path": MODEL_PATH, "why": "the fast path takes numbers, or a DataFrame; this model takes an "
-                                               "array of text"}
+            given = "a list of texts" if self.bundle.input == "texts" else "an array of text"
+            return {"path": MODEL_PATH, "why": f"the fast path takes numbers, or a DataFrame; this model takes {given}"}
         try:
             compile_for = compile_frame_model if self.bundle.dataframe else compile_model
             fast = compile_for(self.bundle.model, self.has_proba)
@@ -161,18 +185,38 @@ class Predictor:
                 return False
         return True
 
+    @property
+    def output_names(self) -> list[str]:
+        """Every output this model answers: predict, predict_proba (a classifier that has it), EXTRA_OUTPUTS."""
+        return ["predict", *(["predict_proba"] if self.has_proba else []), *self.extras]
+
+    def asked(self, names: list[Any]) -> tuple[str, ...]:
+        """The EXTRA_OUTPUTS among `names` (each once); 422 unknown_output for a name this model does not answer."""
+        unknown = [name for name in names if not isinstance(name, str) or name not in self.output_names]
+        if unknown:
+            raise ApiError(422, "unknown_output", f"unknown output {unknown[0]!r}: this model has "
+                                                  f"{', '.join(self.output_names)}")
+        return tuple(name for name in dict.fromkeys(names) if name in self.extras)
+
     def coming(self) -> contextlib.AbstractContextManager[None]:
         """Wrap the reading and checking of a request that will call predict(): see MicroBatcher.coming."""
         return self.batcher.coming() if self.batcher else contextlib.nullcontext()
 
-    def predict(self, rows: list[list[Any]], index: list[Any] | None = None) -> dict[str, Any]:
-        """Predictions (and probabilities), with the rows' `index` labels if given; a 422 when the estimator
-        refuses the values or answers non-finite."""
+    def predict(self, rows: list[list[Any]], index: list[Any] | None = None,
+                outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Predictions (and probabilities), with the rows' `index` labels if given, and the other `outputs` asked
+        for (EXTRA_OUTPUTS the model has); a 422 when the estimator refuses the values or answers non-finite."""
+        extra: dict[str, Any] = {}
         try:
             predictions, probabilities = (self.batcher or self.infer)(rows)
-        except ValueError as exc:  # scikit-learn's own input validation, e.g. values too large for float32
-            message = " ".join(str(exc).split())
-            raise ApiError(422, "rejected_by_model", f"the model rejected the input: {message}") from None
+            if outputs:
+                model_input = self.bundle.to_input(rows)
+                extra = {name: np.asarray(getattr(self.bundle.model, name)(model_input), dtype=np.float64).tolist()
+                         for name in outputs}
+        except (ValueError, TypeError) as exc:  # scikit-learn's validation (values too large for float32), or
+            message = " ".join(str(exc).split())  # the user's own code refusing a value (a date that does not parse)
+            raise ApiError(422, "rejected_by_model", f"the model rejected the input: {message}",
+                           self._named_by(message, rows)) from None
         result: dict[str, Any] = {
             "model": self.bundle.card["name"],
             "model_version": self.bundle.card["version"],
@@ -183,8 +227,10 @@ class Predictor:
             result["probabilities"] = [
                 {str(label): float(p) for label, p in zip(self.classes, row)} for row in probabilities
             ]
+        result.update(extra)
         numbers = [v for v in result["predictions"] if isinstance(v, float)]
         numbers += [p for row in result.get("probabilities", []) for p in row.values()]
+        numbers += [v for values in extra.values() for v in np.ravel(values)]
         if not all(math.isfinite(v) for v in numbers):
             raise ApiError(422, "rejected_by_model", "the model's answer for these values is not a finite number")
         return result

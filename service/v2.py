@@ -4,13 +4,15 @@ Inputs may come as one tensor per feature (shape [N] or [N, 1], named like the c
 another numeric type for numbers, BOOL, or BYTES for text) or as a single [N, F] tensor in the card's feature
 order; data flat (row-major) or nested, null where a nullable value is missing. They become records and go
 through the same validation as /predict. Outputs: `predict` (FP64 for a regressor; for a classifier, its labels
-as BYTES, INT64 or BOOL) and, for a classifier, `predict_proba` (FP64, [N, classes]).
+as BYTES, INT64 or BOOL; INT64 for cluster ids and outlier marks) and, for a classifier, `predict_proba` (FP64,
+[N, classes]); `decision_function` and `score_samples` (FP64) where the model has them, when `outputs` asks.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify
 
 from modelcard.features import Feature, values_type
@@ -36,8 +38,10 @@ def datatype(feature: Feature) -> str:
 
 
 def output_datatype(bundle: ModelBundle) -> str:
-    """FP64 for a regressor; for a classifier, the datatype of its labels."""
-    return V2_DATATYPES[values_type(bundle.classes or [])] if bundle.is_classifier else "FP64"
+    """predict's datatype: a classifier's labels', INT64 for cluster ids and -1/1 outlier marks, else FP64."""
+    if bundle.is_classifier:
+        return V2_DATATYPES[values_type(bundle.classes or [])]
+    return "INT64" if bundle.card["task"] in ("clustering", "outlier_detection") else "FP64"
 
 
 def _compatible(sent: str, expected: str) -> bool:
@@ -85,6 +89,8 @@ def model_metadata(name: str, version: str | None = None) -> Response:
     outputs = [{"name": "predict", "datatype": output_datatype(bundle), "shape": [-1]}]
     if service.predictor.has_proba:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(bundle.classes)]})
+    outputs += [{"name": name, "datatype": "FP64", "shape": [-1, *tail]}
+                for name, tail in service.predictor.extras.items()]
     return jsonify(name=card["name"], versions=[card["version"]], platform="sklearn",
                    inputs=[{"name": f.name, "datatype": datatype(f), "shape": [-1]} for f in bundle.features],
                    outputs=outputs)
@@ -170,10 +176,14 @@ def infer(name: str, version: str | None = None) -> Response:
         payload = tensors.read_request()
         if not isinstance(payload, dict):
             raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
+        wanted = payload.get("outputs")
+        names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
+            if isinstance(wanted, list) else [None] if wanted is not None else []
+        extras = service.predictor.asked(names)
         features = service.bundle.features
         rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
                           current_app.config["MAX_ROWS"]).values
-        result = service.predictor.predict(rows)
+        result = service.predictor.predict(rows, outputs=extras)
     count = g.rows = len(rows)
     outputs = [{"name": "predict", "shape": [count], "datatype": output_datatype(service.bundle),
                 "data": result["predictions"]}]
@@ -181,14 +191,9 @@ def infer(name: str, version: str | None = None) -> Response:
         labels = [str(label) for label in service.bundle.classes]
         outputs.append({"name": "predict_proba", "shape": [count, len(labels)], "datatype": "FP64",
                         "data": [row[label] for row in result["probabilities"] for label in labels]})
-    wanted = payload.get("outputs")
+    outputs += [{"name": name, "shape": [count, *service.predictor.extras[name]], "datatype": "FP64",
+                 "data": np.ravel(result[name]).tolist()} for name in extras]
     if wanted is not None:
-        names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
-            if isinstance(wanted, list) else [None]
-        unknown = [n for n in names if not isinstance(n, str) or n not in {o["name"] for o in outputs}]
-        if unknown:
-            raise ApiError(422, "unknown_output", f"unknown output {unknown[0]!r}: this model has "
-                                                  f"{', '.join(o['name'] for o in outputs)}")
         outputs = [o for o in outputs if o["name"] in names]
     supplied = payload.get("id")
     answer = {"model_name": service.bundle.card["name"], "model_version": service.bundle.card["version"],

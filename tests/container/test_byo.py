@@ -139,11 +139,25 @@ def test_a_derivation_failure_in_the_builder_is_one_line(byo, trained, tmp_path,
     trained["forest"].sample.drop(columns=["rooms"]).to_csv(sample, index=False)
     try:
         assert cli.main(["--model", str(model), "--sample", str(sample), "--tag", "byo-broken:test"]) == 1
+        left = docker_client.images.list(all=True, filters={"label": f"{docker_build.BUILD_LABEL}=byo-broken:test"})
+        assert [image.tags for image in left] == [["byo-broken-builder:test"]]  # the steps' images are gone
     finally:
         remove_build(docker_client, "byo-broken:test")
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the sample has no column 'rooms': give rows of the training data with a header "
                       "naming the model's features"]
+
+
+def test_an_image_over_its_budget_keeps_no_tag_and_clean_leaves_nothing(byo, docker_client, capsys):
+    """The report is written, the image untagged; with --clean the builder and cache images go too."""
+    model, sample = byo.files("linear")
+    byo("linear")  # its layers are in the engine's cache: this build takes seconds
+    reference = "byo-over-budget:test"
+    assert cli.main(["--model", str(model), "--sample", str(sample), "--tag", reference, "--size-budget", "50",
+                     "--clean"]) == 1
+    assert "MB over the budget of 50.0 MB" in capsys.readouterr().err
+    assert docker_client.images.list(all=True, filters={"label": f"{docker_build.BUILD_LABEL}={reference}"}) == []
+    assert not [tag for image in docker_client.images.list() for tag in image.tags if "over-budget" in tag]
 
 
 def test_a_model_needing_a_module_the_runtime_leaves_out_stops_the_build_in_one_line(byo, trained, tmp_path,
