@@ -71,6 +71,14 @@ def _check_local(module: str, name: str, source: ModelSource) -> None:
             raise BuildError(f"the model references {module}.{name}, but --code has no {module.replace('.', '/')}.py")
 
 
+def _enclosing(top: str, scan: Scan) -> str | None:
+    """The one package the model names `top` inside of: a compiled module that registers itself under a short
+    name (scikit-learn 1.5-1.7 pickle their Cython losses as `_loss.CyHalfSquaredError`, the module being
+    sklearn/_loss/_loss) belongs to that package's distribution."""
+    parents = {module.split(".")[0] for module, _ in scan.globals if top in module.split(".")[1:]}
+    return parents.pop() if len(parents) == 1 else None
+
+
 def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: bool = True) -> Needs:
     """Distributions the model and the user's code need; versions from `env` when `versions` is true."""
     needed: dict[str, str] = {}  # top-level module -> why it is needed
@@ -97,6 +105,9 @@ def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: boo
     for top, why in sorted(needed.items()):
         distributions = env.distributions_of(top) or ([normalize(mapping[top])] if top in mapping else []) \
             or owners.get(top, [])
+        parent = None if distributions else _enclosing(top, scan)
+        if parent:
+            distributions = env.distributions_of(parent) or ([normalize(mapping[parent])] if parent in mapping else [])
         if not distributions:
             raise BuildError(f"module '{top}' ({why}) is provided by no distribution installed in {env.python}, "
                              f"and pipreqs' mapping does not know it: build with --python pointing at the Python "

@@ -75,6 +75,15 @@ def test_a_module_nobody_provides_is_one_line_naming_it(tmp_path):
     assert "--python" in message and "--code" in message and "\n" not in message
 
 
+def test_a_short_named_compiled_module_belongs_to_the_package_it_sits_in(tmp_path):
+    """scikit-learn 1.5-1.7 pickle HistGradientBoosting's Cython losses as `_loss.CyHalfSquaredError`; no
+    distribution has a top-level `_loss` (1.9's is sklearn._loss._loss), the pickle's other classes say whose it is."""
+    needs = model_needs(scan("_loss.CyHalfSquaredError", "sklearn._loss.loss.HalfSquaredError",
+                             "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+                             version="1.6.1"), source(tmp_path), TRAINING)
+    assert needs.pins == {"scikit-learn": "1.6.1"}
+
+
 def test_pipreqs_mapping_is_the_fallback(tmp_path):
     bare = Environment("python", "3.11", {}, {})
     assert model_needs(scan("sklearn.svm._classes.SVC"), source(tmp_path), bare).pins == {"scikit-learn": "1.9.1"}
