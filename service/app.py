@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from . import __version__, logs, metrics, openapi
+from . import __version__, logs, metrics, openapi, platforms
 from .bundle import load_bundle
 from .config import settings_from_env
 from .errors import register_error_handlers
@@ -47,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.install(app)
     metrics.install(app, Metrics(bundle.card))
     app.after_request(_common_headers)
+    platforms.install(app)
     app.register_blueprint(api)
     app.register_blueprint(v2)
     app.register_blueprint(docs)
@@ -85,13 +86,21 @@ ENDPOINTS = [
     ("GET", "/v2/models/{name}[/versions/{version}]", "V2 model metadata"),
     ("GET", "/v2/models/{name}[/versions/{version}]/ready", "V2 model readiness"),
     ("POST", "/v2/models/{name}[/versions/{version}]/infer", "V2 inference"),
+    ("GET", "/ping", "SageMaker's and MLflow's health check: 200 once ready (also /health)"),
+    ("POST", "/invocations", "SageMaker and MLflow scoring: JSON (MLflow's keys too), CSV or JSON lines in; "
+                             "JSON, CSV or JSON lines out, as Accept asks"),
+    ("GET", "/execution-parameters", "SageMaker batch transform's settings"),
+    ("GET", "/version", "the service version (MLflow's scoring protocol)"),
+    ("GET", "/v1/models", "KServe V1: the models served"),
+    ("GET", "/v1/models/{name}", "KServe V1: whether the model is ready"),
+    ("POST", "/v1/models/{name}:predict", "KServe V1 prediction: {\"instances\": [...]} -> {\"predictions\": [...]}"),
 ]
 
 
 @api.get("/")
 def index() -> Response:
     card = state().bundle.card
-    return jsonify(service="sklearn-model-service", version=__version__,
+    return jsonify(status="alive", service="sklearn-model-service", version=__version__,
                    model={"name": card["name"], "version": card["version"], "title": card["title"]},
                    endpoints=[{"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS])
 

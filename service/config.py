@@ -33,6 +33,16 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
     "DRAIN_SECONDS": ("SERVICE_DRAIN_SECONDS", 5.0, float,
                       "on SIGTERM: readiness 503 at once, in-flight requests finish, exit within this time"),
     "LOG_LEVEL": ("SERVICE_LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR (DEBUG also logs probes)"),
+    "PLATFORM": ("SERVICE_PLATFORM", "", str,
+                 "sagemaker or vertex: its port variable and request limits (`serve` sets sagemaker, AIP_HTTP_PORT "
+                 "vertex)"),
+}
+# Where a platform runs the image: the variable naming the port it sends traffic to (it wins over SERVICE_PORT,
+# which the image sets), and its request limits where they differ (SageMaker: MaxPayloadInMB, 6 MB by default,
+# for batch transform's mini-batches; Vertex AI: 1.5 MB per request), unless set explicitly.
+PLATFORMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sagemaker": ("SAGEMAKER_BIND_TO_PORT", {"MAX_BODY_BYTES": 6 << 20, "MAX_ROWS": 100_000}),
+    "vertex": ("AIP_HTTP_PORT", {"MAX_BODY_BYTES": 3 << 19}),
 }
 ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS", "FAST_PATH"}
 SWITCHES = {"PIN_CPUS", "FAST_PATH"}  # 0 or 1
@@ -46,11 +56,19 @@ class ConfigError(Exception):
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read every setting from `environ` (default: os.environ), falling back to its default."""
     environ = os.environ if environ is None else environ
+    platform = environ.get("SERVICE_PLATFORM") or ("vertex" if environ.get("AIP_HTTP_PORT") else "")
+    if platform and platform not in PLATFORMS:
+        raise ConfigError(f"SERVICE_PLATFORM={platform!r} is not one of {', '.join(PLATFORMS)}")
+    port_variable, defaults = PLATFORMS.get(platform, ("", {}))
     settings: dict[str, Any] = {}
     for key, (variable, default, kind, _) in SETTINGS.items():
         raw = environ.get(variable)
+        if key == "PORT" and environ.get(port_variable):
+            variable, raw = port_variable, environ[port_variable]
+        if key == "PLATFORM":
+            raw = platform
         if raw is None or raw == "":
-            settings[key] = default
+            settings[key] = defaults.get(key, default)
             continue
         try:
             value = kind(raw)
@@ -75,6 +93,8 @@ def rows() -> list[tuple[str, str, str]]:
             return str(int(default))
         if default == str(DEFAULT_MODEL_DIR):
             return "models/diabetes"
+        if default == "":
+            return "unset"
         return str(default)
     return [(variable, text(default), meaning) for variable, default, _, meaning in SETTINGS.values()]
 

@@ -35,11 +35,18 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+MLFLOW_CODES = {"not_found": "ENDPOINT_NOT_FOUND", "unsupported_media_type": "BAD_REQUEST"}
+
+
 def error_body(path: str, code: str, message: str, field: str | None = None,
                request_id: str | None = None) -> dict[str, Any]:
-    """The error envelope for a request to `path` (the protocol's own shape under /v2)."""
-    if path == "/v2" or path.startswith("/v2/"):
+    """The error envelope for a request to `path`: the protocol's own shape under /v2 and /v1 (KServe, Vertex AI's
+    default routes) and on /invocations (MLflow's scoring server), else this service's."""
+    if path in ("/v2", "/v1") or path.startswith(("/v2/", "/v1/")):
         return {"error": message}
+    if path == "/invocations":
+        return {"error_code": MLFLOW_CODES.get(code, "BAD_REQUEST" if code != "internal_error" else "INTERNAL_ERROR"),
+                "message": message}
     error = {"code": code, "message": message}
     if field is not None:
         error["field"] = field

@@ -102,6 +102,14 @@ def _values_outside_strings(body: bytes, limit: int) -> int:
     return count
 
 
+def check_json_values(body: bytes) -> None:
+    """413 `too_many_values` when the JSON text `body` (one document, or JSON lines) holds more values than the
+    budget, counted before anything is parsed."""
+    budget = current_app.config["MAX_JSON_VALUES"]
+    if _values_at_most(body) > budget:  # then without what strings hold
+        check_value_count(_values_outside_strings(body, budget))
+
+
 def read_json_body() -> Any:
     """The request's body as strict JSON; 415 unless it is declared as JSON."""
     if not request.is_json:
@@ -123,9 +131,7 @@ def decode_json(body: bytes) -> Any:
             result[key] = value
         return result
 
-    budget = current_app.config["MAX_JSON_VALUES"]
-    if _values_at_most(body) > budget:  # then without what strings hold
-        check_value_count(_values_outside_strings(body, budget))
+    check_json_values(body)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

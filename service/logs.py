@@ -23,6 +23,7 @@ from flask import Flask, Response, g, request
 ACCESS = logging.getLogger("service.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBES = ("/health/", "/v2/health/", "/metrics")
+EXACT_PROBES = {"/v2/health", "/ping", "/health"}  # SageMaker's and MLflow's health checks
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 WARNINGS = logging.getLogger("py.warnings")
 REMEMBERED_WARNINGS = 1024  # distinct warnings logged once each; past this many, each is logged as it comes
@@ -153,7 +154,7 @@ def request_id(supplied: str) -> str:
 
 
 def is_probe(path: str) -> bool:
-    return path.startswith(PROBES) or path == "/v2/health"
+    return path.startswith(PROBES) or path in EXACT_PROBES
 
 
 def install(app: Flask) -> None:

@@ -27,6 +27,56 @@ def _obj(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
+def _platform_paths(model_path: dict[str, Any]) -> dict[str, Any]:
+    """SageMaker's, MLflow's and KServe V1's routes (service/platforms.py)."""
+    predictions = _ok(_obj(predictions={"type": "array", "items": {}}))
+    rows = {"oneOf": [{"$ref": "#/components/schemas/Record"},
+                      {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+                      {"type": "array", "items": {"type": "array", "items": {}}, "description": "rows in feature order"},
+                      {"$ref": "#/components/schemas/Columns"}]}
+    mlflow = {"oneOf": [rows, {"$ref": "#/components/schemas/Split"}, *({"type": "object", "required": [key],
+                        "properties": {key: {}, "params": {"type": "object"}}} for key in
+                        ("dataframe_split", "dataframe_records", "instances", "inputs"))]}
+    instances = {"type": "object", "required": ["instances"], "properties": {
+        "instances": {"type": "array", "items": {}, "description": "records, or rows in feature order"},
+        "parameters": {"type": "object"}}}
+    health = {"200": _ok({"type": "object"}), "503": _ok({"type": "object"}, "not ready")}
+    mlflow_error = _obj(error_code={"type": "string"}, message={"type": "string"})
+    text = {"text/csv": {"schema": {"type": "string", "description": "rows with a header, or in feature order"}},
+            "application/jsonlines": {"schema": {"type": "string", "description": "a record or row per line"}}}
+    return {
+        "/ping": {"get": {"summary": "SageMaker's and MLflow's health check", "responses": health}},
+        "/health": {"get": {"summary": "The same as /ping (MLflow)", "responses": health}},
+        "/version": {"get": {"summary": "The service version (MLflow's scoring protocol)", "responses": {
+            "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/execution-parameters": {"get": {"summary": "SageMaker batch transform's settings", "responses": {
+            "200": _ok(_obj(MaxConcurrentTransforms={"type": "integer"}, BatchStrategy={"type": "string"},
+                            MaxPayloadInMB={"type": "integer"}))}}},
+        "/invocations": {"post": {
+            "summary": "SageMaker and MLflow scoring; the answer type follows Accept (JSON, text/csv or JSON lines)",
+            "requestBody": {"required": True, "content": {JSON: {"schema": mlflow}, **text}},
+            "responses": {"200": {"description": "OK", "content": {
+                JSON: {"schema": _obj(predictions={"type": "array", "items": {}})},
+                "text/csv": {"schema": {"type": "string"}}, "application/jsonlines": {"schema": {"type": "string"}}}},
+                **{status: _ok(mlflow_error, description) for status, description in (
+                    ("400", "malformed JSON or CSV"), ("406", "no answer type wanted"),
+                    ("413", "body or rows over the limit"), ("415", "an unknown body type"),
+                    ("422", "a value is wrong"))}}}},
+        "/v1/models": {"get": {"summary": "KServe V1: the models served", "responses": {
+            "200": _ok(_obj(models={"type": "array", "items": {"type": "string"}}))}}},
+        "/v1/models/{name}": {"get": {"summary": "KServe V1: whether the model is ready", "parameters": [model_path],
+                                      "responses": {"200": _ok(_obj(name={"type": "string"},
+                                                                    ready={"type": "boolean"})),
+                                                    "404": _v2_error("unknown model")}}},
+        "/v1/models/{name}:predict": {"post": {
+            "summary": "KServe V1 prediction", "parameters": [model_path],
+            "requestBody": {"required": True, "content": {JSON: {"schema": instances}}},
+            "responses": {"200": predictions, "400": _v2_error("malformed JSON"), "404": _v2_error("unknown model"),
+                          "413": _v2_error("body or rows over the limit"), "415": _v2_error("not JSON"),
+                          "422": _v2_error("a value is wrong")}}},
+    }
+
+
 def feature_schema(entry: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema of one feature's value, from its card entry."""
     values = entry.get("values")
@@ -141,6 +191,7 @@ def build(service: ServiceState, max_rows: int) -> dict[str, Any]:
             "/v2/models/{name}/infer": {"post": {"summary": "V2 inference", "parameters": [model_path], **v2_infer}},
             "/v2/models/{name}/versions/{version}/infer": {"post": {
                 "summary": "V2 inference", "parameters": [model_path, version_path], **v2_infer}},
+            **_platform_paths(model_path),
         },
         "components": {"schemas": {
             "Record": record,

@@ -131,9 +131,9 @@ def test_help_prints_every_setting_and_exits_0():
                             timeout=60)
     assert result.returncode == 0 and result.stderr == ""
     assert all(variable in result.stdout for variable, *_ in SETTINGS.values())
-    wrong = subprocess.run([sys.executable, "-m", "service", "--port", "80"], cwd=ROOT, capture_output=True,
+    wrong = subprocess.run([sys.executable, "-m", "service", "--port=80"], cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
-    assert wrong.returncode == 2 and "unrecognized arguments: --port 80" in wrong.stderr
+    assert wrong.returncode == 2 and "unrecognized arguments: --port=80" in wrong.stderr
 
 
 def test_a_model_that_fails_its_warm_up_is_one_line_and_exit_2(bundle_copy):

@@ -86,9 +86,11 @@ def wait_ready(running: Running, timeout: float = READY_TIMEOUT) -> float:
 
 @contextlib.contextmanager
 def run_container(client: Any, reference: str, request: pytest.FixtureRequest,
-                  environment: dict[str, str] | None = None, **options: Any) -> Iterator[Running]:
-    """Run as production should: host network on loopback only, read-only root, no capabilities; `options` go to
-    the docker SDK's containers.run (a memory limit, say).
+                  environment: dict[str, str] | None = None, port_variable: str = "SERVICE_PORT",
+                  **options: Any) -> Iterator[Running]:
+    """Run as production should: host network on loopback only, read-only root, no capabilities; the port goes
+    to `port_variable` (a platform's own, say); `options` go to the docker SDK's containers.run (a memory limit,
+    a command).
 
     If a test fails while it runs, its logs go to the real stderr; the container is always removed."""
     failures_before = request.session.testsfailed
@@ -96,7 +98,7 @@ def run_container(client: Any, reference: str, request: pytest.FixtureRequest,
     container = client.containers.run(
         reference, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port), **(environment or {})}, **options)
+        environment={"SERVICE_HOST": "127.0.0.1", port_variable: str(port), **(environment or {})}, **options)
     running = Running(container, port)
     try:
         wait_ready(running)

@@ -1,5 +1,6 @@
-"""Clients nobody here wrote, used as shipped from PyPI (tritonclient[http], the kserve SDK,
-openapi-python-client) and Debian (Prometheus), against the image run as the README says."""
+"""Clients nobody here wrote, used as shipped from PyPI (tritonclient[http], the kserve SDK with V1 and V2,
+mlflow-skinny's scoring client, openapi-python-client) and Debian (Prometheus), against the image run as the README
+says."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ from .conftest import run_container
 from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
 
 pytestmark = pytest.mark.container
-CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1"]
+# mlflow-skinny's client looks for scipy.sparse with find_spec, which fails without scipy: users have it.
+CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1", "mlflow-skinny==3.18.0",
+           "scipy==1.17.1"]
 ROWS = [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87], [48, 1, 21.6, 87, 183, 103.2, 70, 3, 3.8918, 69]]
 
 TRITON = """
@@ -62,6 +65,30 @@ async def main():
     await client.close()
     print(json.dumps({"ready": ready, "predict": response.outputs[0].as_numpy().tolist()}))
 asyncio.run(main())
+"""
+
+KSERVE_V1 = """
+import asyncio, json, sys
+from kserve import InferenceRESTClient, RESTConfig
+url, model, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+async def main():
+    client = InferenceRESTClient(RESTConfig())  # V1: the SDK's default protocol
+    live = await client.is_server_live(url)
+    ready = await client.is_model_ready(url, model)
+    response = await client.infer(url, {"instances": rows}, model_name=model)
+    await client.close()
+    print(json.dumps({"live": live, "ready": ready, "predictions": response["predictions"]}))
+asyncio.run(main())
+"""
+
+MLFLOW = """
+import json, sys
+import pandas as pd
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+client = ScoringServerClient("127.0.0.1", int(sys.argv[1]))
+client.wait_server_ready(timeout=30)
+answer = client.invoke(pd.DataFrame(json.loads(sys.argv[3]), columns=json.loads(sys.argv[2])))
+print(json.dumps(answer.get_predictions(predictions_format="ndarray").tolist()))
 """
 
 GENERATED = """
@@ -106,7 +133,19 @@ def test_tritonclient_sends_text_and_missing_values(clients, byo, trained, docke
     assert json.loads(output) == item.model.predict(rows).tolist()
 
 
-def test_kserve_sdk_infers_with_its_defaults(clients, served, local):
+def test_kserve_sdk_v1_with_its_default_config(clients, served, local):
+    output = json.loads(run(clients, KSERVE_V1, served.url, local.card["name"], json.dumps(ROWS)))
+    assert output == {"live": True, "ready": True,
+                      "predictions": local.model.predict(np.array(ROWS, dtype=float)).tolist()}
+
+
+def test_mlflow_scoring_server_client(clients, served, local):
+    """mlflow-skinny's ScoringServerClient: wait_server_ready (/ping), invoke a DataFrame (dataframe_split)."""
+    output = run(clients, MLFLOW, str(served.port), json.dumps(local.feature_names), json.dumps(ROWS))
+    assert json.loads(output) == local.model.predict(np.array(ROWS, dtype=float)).tolist()
+
+
+def test_kserve_sdk_v2_infers_binary_tensors(clients, served, local):
     output = json.loads(run(clients, KSERVE, served.url, local.card["name"], json.dumps(ROWS)))
     assert output == {"ready": True, "predict": local.model.predict(np.array(ROWS, dtype=float)).tolist()}
 
