@@ -39,10 +39,11 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
 }
 # Where a platform runs the image: the variable naming the port it sends traffic to (it wins over SERVICE_PORT,
 # which the image sets), and its request limits where they differ (SageMaker: MaxPayloadInMB, 6 MB by default,
-# for batch transform's mini-batches; Vertex AI: 1.5 MB per request), unless set explicitly.
+# for batch transform's mini-batches; Vertex AI: 1.5 MB per request) and as many rows as such bodies hold, unless
+# set explicitly.
 PLATFORMS: dict[str, tuple[str, dict[str, Any]]] = {
     "sagemaker": ("SAGEMAKER_BIND_TO_PORT", {"MAX_BODY_BYTES": 6 << 20, "MAX_ROWS": 100_000}),
-    "vertex": ("AIP_HTTP_PORT", {"MAX_BODY_BYTES": 3 << 19}),
+    "vertex": ("AIP_HTTP_PORT", {"MAX_BODY_BYTES": 3 << 19, "MAX_ROWS": 100_000}),
 }
 ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS", "FAST_PATH"}
 SWITCHES = {"PIN_CPUS", "FAST_PATH"}  # 0 or 1

@@ -168,7 +168,7 @@ def test_vertex_may_name_predict_itself(monkeypatch):
     ({"SERVICE_PLATFORM": "sagemaker", "SAGEMAKER_BIND_TO_PORT": "9001", "SERVICE_PORT": "8080"}, 9001, 6 << 20,
      100_000),
     ({"SERVICE_PLATFORM": "sagemaker", "SERVICE_MAX_BODY_BYTES": "1000"}, 8080, 1000, 100_000),
-    ({"AIP_HTTP_PORT": "7070"}, 7070, 1_572_864, 1000),
+    ({"AIP_HTTP_PORT": "7070"}, 7070, 1_572_864, 100_000),
     ({"SAGEMAKER_BIND_TO_PORT": "9001"}, 8080, 1_048_576, 1000),  # only under `serve`
 ])
 def test_platform_settings(environ, port, body, rows):
