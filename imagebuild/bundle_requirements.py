@@ -102,12 +102,14 @@ def model_needs(scan: Scan, source: ModelSource, env: Environment, versions: boo
     pins, notes = {}, []
     unknown = [top for top in needed if not env.distributions_of(top) and top not in mapping]
     owners = env.owners(sorted(scan.modules - set(unknown)), unknown) if unknown else {}
+    def known(module: str) -> list[str]:
+        return env.distributions_of(module) or ([normalize(mapping[module])] if module in mapping else [])
+
     for top, why in sorted(needed.items()):
-        distributions = env.distributions_of(top) or ([normalize(mapping[top])] if top in mapping else []) \
-            or owners.get(top, [])
+        distributions = known(top) or owners.get(top, [])
         parent = None if distributions else _enclosing(top, scan)
         if parent:
-            distributions = env.distributions_of(parent) or ([normalize(mapping[parent])] if parent in mapping else [])
+            distributions = known(parent)
         if not distributions:
             raise BuildError(f"module '{top}' ({why}) is provided by no distribution installed in {env.python}, "
                              f"and pipreqs' mapping does not know it: build with --python pointing at the Python "

@@ -9,7 +9,7 @@ import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from . import __version__, logs, metrics, openapi, platforms
-from .bundle import load_bundle
+from .bundle import final_estimator, fitted_estimator, load_bundle
 from .config import settings_from_env
 from .errors import register_error_handlers
 from .examples import build_examples
@@ -129,16 +129,6 @@ def examples() -> Response:
     return jsonify(endpoint="/predict", method="POST", examples=listed)
 
 
-def _fitted(model: Any) -> Any:
-    """The fitted estimator a search (GridSearchCV, ...) refitted, or the model itself."""
-    return getattr(model, "best_estimator_", model)
-
-
-def _final_estimator(model: Any) -> Any:
-    """The last step of a Pipeline, or the estimator itself."""
-    return model.steps[-1][1] if hasattr(model, "steps") else model
-
-
 def _simple_params(estimator: Any) -> dict[str, Any]:
     """An estimator's parameters whose values JSON can carry as they are."""
     return {key: value for key, value in estimator.get_params(deep=False).items()
@@ -148,8 +138,8 @@ def _simple_params(estimator: Any) -> dict[str, Any]:
 @api.get("/metadata")
 def metadata() -> Response:
     bundle = state().bundle
-    model = _fitted(bundle.model)
-    final = _final_estimator(model)
+    model = fitted_estimator(bundle.model)
+    final = final_estimator(model)
     loaded = {
         "estimator": type(final).__name__,
         **({"search": type(bundle.model).__name__} if model is not bundle.model else {}),

@@ -70,6 +70,16 @@ class ModelBundle:
                                              for value in classes]
 
 
+def fitted_estimator(model: Any) -> Any:
+    """The estimator a search (GridSearchCV, ...) refitted, or the model itself."""
+    return getattr(model, "best_estimator_", model)
+
+
+def final_estimator(model: Any) -> Any:
+    """The last step of a Pipeline, or the estimator itself."""
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
 def read_card(directory: Path) -> dict[str, Any]:
     """The bundle's card, checked against the schema; BundleError lists every problem."""
     try:

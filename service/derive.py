@@ -27,7 +27,8 @@ from modelcard.card import FORMATS, card_problems, untrusted_problem
 from modelcard.features import Feature, values_type
 
 from . import __version__
-from .bundle import CARD_FILE, BundleError, check_model, load_model, read_card, sha256_file
+from .bundle import (CARD_FILE, BundleError, check_model, final_estimator, fitted_estimator, load_model, read_card,
+                     sha256_file)
 from .frames import column_dtype
 from .probes import ModelRefusal, input_kind, settled
 from .introspect import Known, known_columns
@@ -227,8 +228,8 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
         entries, probed = settled(model, candidates[kind], examples, kind, from_sample)
     except ModelRefusal as exc:
         raise DeriveError(str(exc)) from None
-    fitted = getattr(model, "best_estimator_", model)  # what a search refitted
-    final = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
+    fitted = fitted_estimator(model)
+    final = final_estimator(fitted)
     classes = getattr(model, "classes_", None)
     task = _task(model, classes is not None)
     steps = " > ".join(type(step).__name__ for _, step in fitted.steps) if hasattr(fitted, "steps") else \

@@ -26,9 +26,12 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from modelcard.features import Feature, values_type
 
 from . import __version__
+from .config import worker_count
+from .cpus import budget as cpu_budget
 from .errors import ApiError
 from .inputs import check_json_values, check_value_count, decode_json, parse_rows, request_body
 from .state import state
+from .v2 import served_model
 
 platforms = Blueprint("platforms", __name__)
 
@@ -207,7 +210,7 @@ def version() -> Response:
 @platforms.get("/execution-parameters")
 def execution_parameters() -> Response:
     """What SageMaker batch transform asks of a container before it sends mini-batches."""
-    return jsonify(MaxConcurrentTransforms=current_app.config["WORKERS"] or os.cpu_count() or 1,
+    return jsonify(MaxConcurrentTransforms=worker_count(current_app.config, cpu_budget().count),
                    BatchStrategy="MULTI_RECORD", MaxPayloadInMB=max(1, current_app.config["MAX_BODY_BYTES"] >> 20))
 
 
@@ -219,14 +222,6 @@ def invocations() -> Response:
     return _answer(predictions)
 
 
-def _model(name: str) -> Any:
-    service = state()
-    if name != service.bundle.card["name"]:
-        raise ApiError(404, "model_not_found", f"unknown model '{name}': this server serves "
-                                               f"'{service.bundle.card['name']}'")
-    return service
-
-
 @platforms.get("/v1/models")
 def v1_models() -> Response:
     return jsonify(models=[state().bundle.card["name"]])
@@ -234,7 +229,7 @@ def v1_models() -> Response:
 
 @platforms.get("/v1/models/<name>")
 def v1_model(name: str) -> Response:
-    service = _model(name)
+    service = served_model(name)
     return jsonify(name=name, ready=service.ready.is_set())
 
 
@@ -242,16 +237,16 @@ def _instances() -> Response:
     """KServe V1 and Vertex AI: {"instances": [...], "parameters": {...}} -> {"predictions": [...]} (a body in
     /predict's shapes is taken too: Vertex may be given /predict itself as its predict route)."""
     with state().predictor.coming():
-        payload = decode_json(request_body()) if request.mimetype in ("", JSON) else None
-        if payload is None:
+        if request.mimetype not in ("", JSON):
             raise ApiError(415, "unsupported_media_type", f"send {JSON} (got {request.mimetype!r})")
+        payload = decode_json(request_body())
         predictions = predictions_for(unwrap(payload, state().bundle.features, ("instances",)))
     return jsonify(predictions=predictions)
 
 
 @platforms.post("/v1/models/<name>:predict")
 def v1_predict(name: str) -> Response:
-    _model(name)
+    served_model(name)
     return _instances()
 
 

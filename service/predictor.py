@@ -67,12 +67,12 @@ class Predictor:
     def _extra_outputs(self) -> dict[str, list[int]]:
         """The model's methods of EXTRA_OUTPUTS that answer a probe row, each with its shape beyond the row
         ([] for a number per row, [classes] for a multi-class decision_function)."""
-        found = {}
-        for method in EXTRA_OUTPUTS:
-            if not callable(getattr(self.bundle.model, method, None)):
-                continue
+        found: dict[str, list[int]] = {}
+        methods = [method for method in EXTRA_OUTPUTS if callable(getattr(self.bundle.model, method, None))]
+        rows = self._probe_rows()[:2] if methods else []
+        for method in methods:
             try:
-                answer = np.asarray(getattr(self.bundle.model, method)(self.bundle.to_input(self._probe_rows()[:2])))
+                answer = np.asarray(getattr(self.bundle.model, method)(self.bundle.to_input(rows)))
             except Exception as exc:  # noqa: BLE001 - a method that fails on the probe rows is not offered
                 log.info("%s is not served: it failed on the probe rows (%s: %s)", method, type(exc).__name__, exc)
                 continue
@@ -213,8 +213,8 @@ class Predictor:
                 model_input = self.bundle.to_input(rows)
                 extra = {name: np.asarray(getattr(self.bundle.model, name)(model_input), dtype=np.float64).tolist()
                          for name in outputs}
-        except (ValueError, TypeError) as exc:  # scikit-learn's validation (values too large for float32), or
-            message = " ".join(str(exc).split())  # the user's own code refusing a value (a date that does not parse)
+        except ValueError as exc:  # scikit-learn's validation (values too large for float32), or the user's own
+            message = " ".join(str(exc).split())  # code refusing a value (pandas' DateParseError is a ValueError)
             raise ApiError(422, "rejected_by_model", f"the model rejected the input: {message}",
                            self._named_by(message, rows)) from None
         result: dict[str, Any] = {

@@ -48,7 +48,7 @@ def _compatible(sent: str, expected: str) -> bool:
     return sent == expected or (sent in NUMERIC and expected in NUMERIC)
 
 
-def _model(name: str, version: str | None) -> Any:
+def served_model(name: str, version: str | None = None) -> Any:
     """The served bundle, or 404 naming what is served."""
     service = state()
     card = service.bundle.card
@@ -84,7 +84,7 @@ def ready() -> Response:
 @v2.get("/models/<name>")
 @v2.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    service = _model(name, version)
+    service = served_model(name, version)
     card, bundle = service.bundle.card, service.bundle
     outputs = [{"name": "predict", "datatype": output_datatype(bundle), "shape": [-1]}]
     if service.predictor.has_proba:
@@ -99,7 +99,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @v2.get("/models/<name>/ready")
 @v2.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
-    service = _model(name, version)
+    service = served_model(name, version)
     return jsonify(name=name, ready=True) if service.ready.is_set() else _not_ready()
 
 
@@ -171,7 +171,7 @@ def records_from_inputs(inputs: Any, features: list[Feature]) -> list[dict[str, 
 @v2.post("/models/<name>/infer")
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
-    service = _model(name, version)
+    service = served_model(name, version)
     with service.predictor.coming():
         payload = tensors.read_request()
         if not isinstance(payload, dict):
