@@ -175,9 +175,17 @@ def requirements_file(needs: Needs, root: Path = ROOT, cache: Path = CACHE) -> P
     return target
 
 
-def for_build(source: ModelSource, python: str | None, given: bool, update: bool) -> Path:
+def grpc_pins() -> dict[str, str | None]:
+    """What `--grpc` adds: the packages pinned in service/grpc_v2/requirements.in."""
+    lines = (ROOT / "service" / "grpc_v2" / "requirements.in").read_text(encoding="utf-8").splitlines()
+    return {normalize(name): version for name, _, version in (line.strip().partition("==") for line in lines)
+            if name and not name.startswith("#")}
+
+
+def for_build(source: ModelSource, python: str | None, given: bool, update: bool, grpc: bool = False) -> Path:
     """The requirements file of a build: the repository's files checked (rewritten first with `update`), then the
-    model's needs (with the training environment's versions when the model was `given`) laid on top."""
+    model's needs (with the training environment's versions when the model was `given`) and, with `grpc`, the gRPC
+    server's packages laid on top."""
     env = environment(python)
     default = model_source(None)
     default_needs = model_needs(scan_model(default.artifact), default, env, versions=False)
@@ -186,6 +194,8 @@ def for_build(source: ModelSource, python: str | None, given: bool, update: bool
         requirements.update(also=sorted(default_needs.pins))
     requirements.check(also=sorted(default_needs.pins))
     needs = model_needs(scan_model(source.artifact), source, env, versions=given)
+    if grpc:
+        needs = Needs({**needs.pins, **grpc_pins()}, needs.notes)
     for note in needs.notes:
         say(f"requirements: {note}")
     sklearn_version = needs.pins.get("scikit-learn")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -44,15 +45,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", metavar="PYTHON",
                         help="the Python the model was trained with: maps its modules to packages and gives their "
                              "versions (default: the one running this build)")
-    parser.add_argument("--tag", help=f"image reference (default {REPOSITORY}:<service version>)")
+    parser.add_argument("--tag", help=f"image reference (default {REPOSITORY}:<service version>, with --grpc "
+                                      f"<service version>-grpc)")
     parser.add_argument("--size-budget", type=float, metavar="MB",
                         help="size budget of this build, in MB (default: build/size-budget.json)")
+    parser.add_argument("--compare", type=Path, metavar="REPORT",
+                        help="print what changed against an earlier build's report (sizes, layers, packages); "
+                             "also `sms-report diff A.json B.json`")
+    parser.add_argument("--max-growth", type=float, metavar="MB",
+                        help="with --compare: fail when the image grew by more than MB")
+    parser.add_argument("--summary", type=Path, metavar="FILE",
+                        help="with --compare: append the diff as markdown to FILE (default: $GITHUB_STEP_SUMMARY "
+                             "when set)")
     parser.add_argument("--bundle-out", type=Path, metavar="DIR",
                         help="also write the served bundle (card.json and the model file) to DIR")
     parser.add_argument("--prune", action="store_true",
                         help="keep only the modules and files the service uses for this model, found by running it "
                              "under a trace in the builder (smaller; a code path the trace never took may then miss "
                              "a module)")
+    parser.add_argument("--grpc", action="store_true",
+                        help="also serve the Open Inference Protocol over gRPC on port 8081 (SERVICE_GRPC_PORT), as "
+                             "KServe and tritonclient call it; adds grpcio and protobuf (about 20 MB)")
     parser.add_argument("--base", metavar="REF@sha256:DIGEST",
                         help="the runtime base image, by digest (default: the distroless-style base assembled from "
                              "build/debian.lock.json's Debian packages); it must run /usr/bin/python3.13 as "
@@ -165,20 +178,20 @@ def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Epoc
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     from . import (bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
-                   reproducible, sbom, served, wheels)
+                   reproducible, sbom, served, size_diff, wheels)
     started = time.time()
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
     model_input.check_trust(source, [args.python or sys.executable, sys.executable])
     requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
-                                                      update=args.update_requirements)
+                                                      update=args.update_requirements, grpc=args.grpc)
     wheelhouse = wheels.wheelhouse(requirements_path)
     epoch = reproducible.source_date_epoch(docker_build.commit_time())
     client = docker_client()
     builder_base, runtime = base_images(client, args)
 
     version = service_version()
-    reference = args.tag or f"{REPOSITORY}:{version}"
+    reference = args.tag or f"{REPOSITORY}:{version}{'-grpc' if args.grpc else ''}"
     records = record_paths(args.report, reference)
     # The lock describes the Debian packages of the base assembled here, not those of one given with --base.
     debian = {} if args.base else debian_lock.read_lock()["runtime"]["packages"]
@@ -201,7 +214,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
                            {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
                             "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
-                            "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, **pruning}, labels)
+                            "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if args.grpc else "0",
+                            **pruning}, labels)
         say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
             f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
         reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
@@ -222,7 +236,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             result["debug"] = debug
         result["requirements"] = str(requirements_path.relative_to(ROOT))
         result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
-            else {"limit": gate.budget(), "source": str(gate.BUDGET.relative_to(ROOT))}
+            else {"limit": gate.budget(grpc=args.grpc),
+                  "compressed_limit": gate.budget(grpc=args.grpc, compressed=True),
+                  "source": str(gate.BUDGET.relative_to(ROOT)) + (" with grpc_bytes" if args.grpc else "")}
         if args.bundle_out:
             served.write_bundle(client, reference, args.bundle_out)
             say(f"wrote the served bundle to {args.bundle_out}")
@@ -242,8 +258,17 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         record(None)
         say(f"wrote {', '.join(str(path) for path in records.values())}")
         print(report.render(result), file=sys.stderr if args.push else sys.stdout)
+        changes = None
+        if args.compare:
+            summary = args.summary or (Path(os.environ["GITHUB_STEP_SUMMARY"])
+                                       if os.environ.get("GITHUB_STEP_SUMMARY") else None)
+            changes = size_diff.compare(args.compare, result, summary)
+            print("\n" + size_diff.render_text(changes), file=sys.stderr if args.push else sys.stdout)
         try:
-            gate.check(result, result["budget"]["limit"], result["budget"]["source"])
+            gate.check(result, result["budget"]["limit"], result["budget"]["source"],
+                       result["budget"].get("compressed_limit"))
+            if changes is not None and args.max_growth is not None:
+                size_diff.check_growth(changes, args.max_growth)
         except BuildError:
             docker_build.untag(client, [reference, *([debug["image"]] if debug else [])])  # no tag on a failed image
             raise
@@ -268,7 +293,7 @@ def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
     return {"model": str(args.model) if args.model else "models/diabetes (default)",
             "sample": str(args.sample) if args.sample else None, "code": [str(path) for path in args.code],
             "trust": args.trust, "tag": reference, "prune": args.prune, "debug": args.debug, "push": args.push,
-            "latest": args.latest, "base": args.base}
+            "latest": args.latest, "base": args.base, "grpc": args.grpc}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -285,6 +310,12 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return "--manifests only applies with --push (the manifests name the pushed digest)"
     if args.model is None and (args.sample or args.code or args.trust):
         return "--sample, --code and --trust apply to --model: give the model file too"
+    if (args.max_growth is not None or args.summary) and not args.compare:
+        return "--max-growth and --summary apply to --compare: give the earlier build's report too"
+    if args.compare and not args.compare.is_file():
+        return f"--compare {args.compare}: no such report (scripts/build.py --report writes one)"
+    if args.grpc and args.prune:
+        return "--grpc with --prune: --prune's trace calls the REST routes only and would cut gRPC's modules; use one"
     if args.base and not PINNED_BASE.match(args.base):
         return f"--base {args.base}: name the base by digest, REPOSITORY@sha256:<64 hex digits> (a tag can move)"
     if args.size_budget is not None and args.size_budget <= 0:

@@ -11,12 +11,22 @@ from .report import mb
 BUDGET = ROOT / "build" / "size-budget.json"
 
 
-def budget(path: Path = BUDGET) -> int:
-    return int(json.loads(path.read_text(encoding="utf-8"))["uncompressed_bytes"])
+def budget(path: Path = BUDGET, grpc: bool = False, compressed: bool = False) -> int:
+    """The default image's budget, uncompressed or (`compressed`) gzip; with `grpc`, plus the allowance for
+    --grpc's packages."""
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    prefix = "gzip_" if compressed else ""
+    return int(kept[f"{prefix or 'uncompressed_'}bytes"]) + (int(kept[f"grpc_{prefix}bytes"]) if grpc else 0)
 
 
-def check(report: dict[str, Any], limit: int, source: str = str(BUDGET.relative_to(ROOT))) -> None:
-    """Raise BuildError naming the excess and the biggest contributors when the image is over budget."""
+def check(report: dict[str, Any], limit: int, source: str = str(BUDGET.relative_to(ROOT)),
+          compressed_limit: int | None = None) -> None:
+    """Raise BuildError naming the excess and the biggest contributors when the image is over budget
+    (uncompressed, or gzip as a registry stores it when `compressed_limit` is given)."""
+    if compressed_limit is not None and report["compressed_size"] > compressed_limit:
+        raise BuildError(f"image {report['image']} is {mb(report['compressed_size'])} gzip, "
+                         f"{mb(report['compressed_size'] - compressed_limit)} over the gzip budget of "
+                         f"{mb(compressed_limit)} ({source}); its uncompressed size is {mb(report['size'])}")
     if report["size"] <= limit:
         return
     layers = sorted(report["layers"], key=lambda row: -row["size"])[:2]

@@ -137,9 +137,13 @@ def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, 
         "compressed_size": sum(row["compressed"] for row in rows),
         "zstd_size": sum(row["zstd"] for row in rows),
         "layers": rows,
-        "packages": sorted(({"name": n, "size": s} for n, s in packages.items()), key=lambda p: -p["size"])[:12],
+        # every site-packages entry, largest first (the printed report shows the largest; a size diff needs all)
+        "packages": sorted(({"name": n, "size": s} for n, s in packages.items()), key=lambda p: -p["size"]),
         "labels": image.attrs["Config"].get("Labels") or {},
     }
+
+
+SHOWN_PACKAGES = 12  # the printed report's "largest packages"
 
 
 def mb(nbytes: float) -> str:
@@ -167,6 +171,9 @@ def render(report: dict[str, Any]) -> str:
         budget = report["budget"]
         lines.append(f"budget      {mb(budget['limit'])} uncompressed ({report['size'] / budget['limit']:.0%} used, "
                      f"{budget.get('source', 'build/size-budget.json')})")
+        if "compressed_limit" in budget:
+            lines.append(f"            {mb(budget['compressed_limit'])} gzip "
+                         f"({report['compressed_size'] / budget['compressed_limit']:.0%} used)")
     if "model" in report:
         model = report["model"]
         lines += ["", f"model       {model['name']} {model['version']}: {model['task']}, "
@@ -189,7 +196,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  {mb(row['size']):>9} {mb(row['compressed']):>9} {mb(row['zstd']):>9} {row['share']:>6.1%}"
                      f"  {created_by}")
     lines += ["", "largest packages in /opt/venv:"]
-    lines += [f"  {mb(p['size']):>9}  {p['name']}" for p in report["packages"]]
+    lines += [f"  {mb(p['size']):>9}  {p['name']}" for p in report["packages"][:SHOWN_PACKAGES]]
     return "\n".join(lines)
 
 

@@ -24,15 +24,19 @@ def normalize(name: str) -> str:
 
 
 IMAGE_PACKAGES = ("service", "modelcard")  # the repository's packages that go into the image
+# Folders of those whose imports are installed only by a build option (service/grpc_v2: --grpc)
+OPTIONAL_FOLDERS = ("grpc_v2",)
 
 
 def scanned_packages(root: Path) -> list[str]:
     """Distribution names for the third-party imports of the packages that go into the image (the repository's
     own packages are not third-party)."""
     from pipreqs import pipreqs
-    local = {path.parent.name for path in root.glob("*/__init__.py")}
+    local = {path.parent.name for path in root.glob("*/__init__.py")} | set(OPTIONAL_FOLDERS)
     imports = sorted({name for package in IMAGE_PACKAGES if (root / package).is_dir()
-                      for name in pipreqs.get_all_imports(str(root / package), encoding="utf-8") if name not in local})
+                      for name in pipreqs.get_all_imports(str(root / package), encoding="utf-8",
+                                                               extra_ignore_dirs=list(OPTIONAL_FOLDERS))
+                      if name not in local})
     overridden = [IMPORT_OVERRIDES[name] for name in imports if name in IMPORT_OVERRIDES]
     mapped = pipreqs.get_pkg_names([name for name in imports if name not in IMPORT_OVERRIDES])
     return sorted({normalize(name) for name in [*mapped, *overridden]})

@@ -3,6 +3,7 @@
 #
 #   bash scripts/debian13-engine.sh start overlay2|containerd   # prints the DOCKER_HOST to use
 #   bash scripts/debian13-engine.sh stop overlay2|containerd
+#   bash scripts/debian13-engine.sh wipe overlay2|containerd   # stop, then delete that store's images (GBs)
 #
 # Its root (.cache/debian13-engine/root) is made once with mmdebstrap from Debian 13 packages and entered in a
 # private mount namespace with pivot_root (a plain chroot fails on `remount /` and when exec or HEALTHCHECK
@@ -20,12 +21,15 @@ sockets=$home/$store
 pidfile=$sockets/dockerd.pid
 log() { printf 'debian13-engine: %s\n' "$*" >&2; }
 
-if [ "$command" = stop ]; then
+if [ "$command" = stop ] || [ "$command" = wipe ]; then
     if [ -f "$pidfile" ]; then
         pid=$(cat "$pidfile")
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
         rm -f "$pidfile"
+    fi
+    if [ "$command" = wipe ]; then  # its mounts lived in the engine's own mount namespace, gone with it
+        rm -rf "$root/var/lib/docker-$store" || log "could not delete all of $root/var/lib/docker-$store"
     fi
     exit 0
 fi

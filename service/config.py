@@ -13,6 +13,8 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
     "MODEL_DIR": ("MODEL_DIR", str(DEFAULT_MODEL_DIR), str, "the bundle to serve (card.json and the model file)"),
     "HOST": ("SERVICE_HOST", "127.0.0.1", str, "listen address"),
     "PORT": ("SERVICE_PORT", 8080, int, "listen port"),
+    "GRPC_PORT": ("SERVICE_GRPC_PORT", 0, int,
+                  "Open Inference Protocol over gRPC on this port (images built with --grpc: 8081); 0: off"),
     "WORKERS": ("SERVICE_WORKERS", 0, int,
                 "worker processes sharing the port; 0: one per usable CPU (affinity and CPU quota)"),
     "PIN_CPUS": ("SERVICE_PIN_CPUS", 1, int, "1: each worker bound to its own CPU; 0: left to the kernel"),
@@ -45,7 +47,7 @@ PLATFORMS: dict[str, tuple[str, dict[str, Any]]] = {
     "sagemaker": ("SAGEMAKER_BIND_TO_PORT", {"MAX_BODY_BYTES": 6 << 20, "MAX_ROWS": 100_000}),
     "vertex": ("AIP_HTTP_PORT", {"MAX_BODY_BYTES": 3 << 19, "MAX_ROWS": 100_000}),
 }
-ZERO_ALLOWED = {"WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS", "FAST_PATH"}
+ZERO_ALLOWED = {"GRPC_PORT", "WORKERS", "PIN_CPUS", "BATCH_MAX_ROWS", "BATCH_MAX_WAIT_MS", "FAST_PATH"}
 SWITCHES = {"PIN_CPUS", "FAST_PATH"}  # 0 or 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -35,6 +35,14 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+CLIENT_ERRORS = (ApiError, ValueProblem)
+
+
+def as_api_error(exc: ApiError | ValueProblem) -> ApiError:
+    """A client mistake with its status: a value the card refuses (ValueProblem) is a 422."""
+    return exc if isinstance(exc, ApiError) else ApiError(422, exc.code, exc.message, exc.field)
+
+
 MLFLOW_CODES = {"not_found": "ENDPOINT_NOT_FOUND", "unsupported_media_type": "BAD_REQUEST"}
 
 
@@ -80,7 +88,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValueProblem)
     def value_problem(exc: ValueProblem) -> Response:
-        return error_response(422, exc.code, exc.message, exc.field)
+        return api_error(as_api_error(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

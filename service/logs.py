@@ -23,7 +23,9 @@ from flask import Flask, Response, g, request
 ACCESS = logging.getLogger("service.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBES = ("/health/", "/v2/health/", "/metrics")
-EXACT_PROBES = {"/v2/health", "/ping", "/health"}  # SageMaker's and MLflow's health checks
+# SageMaker's and MLflow's health checks, and the Open Inference Protocol's over gRPC
+EXACT_PROBES = {"/v2/health", "/ping", "/health", *(f"/inference.GRPCInferenceService/{call}"
+                                                       for call in ("ServerLive", "ServerReady", "ModelReady"))}
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 WARNINGS = logging.getLogger("py.warnings")
 REMEMBERED_WARNINGS = 1024  # distinct warnings logged once each; past this many, each is logged as it comes
@@ -157,15 +159,18 @@ def is_probe(path: str) -> bool:
     return path.startswith(PROBES) or path in EXACT_PROBES
 
 
+def access(method: str, path: str, status: int, latency: float, rows: int | None, request_id: str | None) -> None:
+    """A request's access line (REST or gRPC), at DEBUG for a probe; `pid` says which worker answered."""
+    ACCESS.log(logging.DEBUG if is_probe(path) else logging.INFO, "%s %s %s", method, path, status,
+               extra={"method": method, "path": path, "status": status, "latency_ms": round(latency * 1000, 3),
+                      "rows": rows, "request_id": request_id, "pid": os.getpid()})
+
+
 def install(app: Flask) -> None:
     """Write each request's access line (its start time is g.started, set when the request begins)."""
 
     @app.after_request
     def access_line(response: Response) -> Response:
-        latency = time.perf_counter() - g.started
-        ACCESS.log(logging.DEBUG if is_probe(request.path) else logging.INFO, "%s %s %s",
-                   request.method, request.path, response.status_code,
-                   extra={"method": request.method, "path": request.path, "status": response.status_code,
-                          "latency_ms": round(latency * 1000, 3), "rows": g.get("rows"),
-                          "request_id": g.get("request_id")})
+        access(request.method, request.path, response.status_code, time.perf_counter() - g.started,
+               g.get("rows"), g.get("request_id"))
         return response

@@ -81,9 +81,10 @@ def _stop_listening(server: Any) -> None:
 
 
 def serve(app: Flask, listener: socket.socket, parent: int | None = None,
-          serving: Callable[[], None] = lambda: None) -> None:
+          serving: Callable[[], None] = lambda: None, draining: Callable[[float], None] = lambda _: None) -> None:
     """Serve until SIGTERM or SIGINT (or, for a worker, until its supervisor `parent` is gone), then drain.
-    `serving` is called once a signal would drain."""
+    `serving` is called once a signal would drain; `draining(seconds)` when the drain begins (the gRPC server's
+    own graceful stop)."""
     server = make_server(app, listener)
     stopping = threading.Event()
     ready = app.extensions[EXTENSION].ready
@@ -117,6 +118,7 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
 
     drain = app.config["DRAIN_SECONDS"]
     deadline = time.monotonic() + drain
+    draining(drain)
     _stop_listening(server)
     draining_since = time.time()  # wall clock, like waitress's last_activity
     while server.active_channels and time.monotonic() < deadline:

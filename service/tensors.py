@@ -63,15 +63,15 @@ def _with_binary_data(inputs: list[Any], blob: bytes) -> list[Any]:
         layout = LAYOUTS.get(datatype) if isinstance(datatype, str) else None
         elements += size // (np.dtype(layout).itemsize if layout else 4)
         check_value_count(elements)  # before they become Python values
-        decoded.append({**tensor, "data": _decode(tensor, blob[offset:offset + size])})
+        decoded.append({**tensor, "data": decode(tensor.get("name"), tensor.get("datatype"), blob[offset:offset + size])})
         offset += size
     if offset != len(blob):
         raise _invalid(f"{len(blob) - offset} bytes of binary data are not claimed by any input's binary_data_size")
     return decoded
 
 
-def _decode(tensor: dict[str, Any], chunk: bytes) -> list[Any]:
-    name, datatype = tensor.get("name"), tensor.get("datatype")
+def decode(name: Any, datatype: Any, chunk: bytes) -> list[Any]:
+    """A tensor's values from its raw bytes (REST's binary extension, gRPC's raw contents)."""
     if datatype == "BYTES":
         values, offset = [], 0
         while offset < len(chunk):
@@ -105,7 +105,8 @@ def wants_binary(payload: dict[str, Any], output: str) -> bool:
     return default
 
 
-def _encode(output: dict[str, Any]) -> bytes:
+def encode(output: dict[str, Any]) -> bytes:
+    """An output's values as raw bytes."""
     if output["datatype"] == "BYTES":
         parts = [str(value).encode("utf-8") for value in output["data"]]
         return b"".join(struct.pack("<I", len(part)) + part for part in parts)
@@ -119,7 +120,7 @@ def respond(answer: dict[str, Any], binary: set[str]) -> Response:
     outputs, blobs = [], []
     for output in answer["outputs"]:
         if output["name"] in binary:
-            blob = _encode(output)
+            blob = encode(output)
             blobs.append(blob)
             output = {key: value for key, value in output.items() if key != "data"}
             output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(blob)}

@@ -81,19 +81,23 @@ def ready() -> Response:
     return jsonify(ready=True) if state().ready.is_set() else _not_ready()
 
 
-@v2.get("/models/<name>")
-@v2.get("/models/<name>/versions/<version>")
-def model_metadata(name: str, version: str | None = None) -> Response:
-    service = served_model(name, version)
+def metadata_of(service: Any) -> dict[str, Any]:
+    """The model's metadata: its inputs (one per feature) and outputs, REST and gRPC alike."""
     card, bundle = service.bundle.card, service.bundle
     outputs = [{"name": "predict", "datatype": output_datatype(bundle), "shape": [-1]}]
     if service.predictor.has_proba:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(bundle.classes)]})
     outputs += [{"name": name, "datatype": "FP64", "shape": [-1, *tail]}
                 for name, tail in service.predictor.extras.items()]
-    return jsonify(name=card["name"], versions=[card["version"]], platform="sklearn",
-                   inputs=[{"name": f.name, "datatype": datatype(f), "shape": [-1]} for f in bundle.features],
-                   outputs=outputs)
+    return {"name": card["name"], "versions": [card["version"]], "platform": "sklearn",
+            "inputs": [{"name": f.name, "datatype": datatype(f), "shape": [-1]} for f in bundle.features],
+            "outputs": outputs}
+
+
+@v2.get("/models/<name>")
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None) -> Response:
+    return jsonify(metadata_of(served_model(name, version)))
 
 
 @v2.get("/models/<name>/ready")
@@ -168,22 +172,20 @@ def records_from_inputs(inputs: Any, features: list[Feature]) -> list[dict[str, 
     return [{name: values[row] for name, values in columns.items()} for row in range(lengths.pop())]
 
 
-@v2.post("/models/<name>/infer")
-@v2.post("/models/<name>/versions/<version>/infer")
-def infer(name: str, version: str | None = None) -> Response:
-    service = served_model(name, version)
-    with service.predictor.coming():
-        payload = tensors.read_request()
-        if not isinstance(payload, dict):
-            raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
-        wanted = payload.get("outputs")
-        names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
-            if isinstance(wanted, list) else [None] if wanted is not None else []
-        extras = service.predictor.asked(names)
-        features = service.bundle.features
-        rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
-                          current_app.config["MAX_ROWS"]).values
-        result = service.predictor.predict(rows, outputs=extras)
+def answer_of(service: Any, payload: Any, request_id: str) -> dict[str, Any]:
+    """The inference answer to a request `payload` (inputs with their data decoded; outputs asked, if any), REST
+    and gRPC alike: the inputs go through /predict's validation and predictor. Called inside
+    `service.predictor.coming()`, which the caller enters before reading the request."""
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_shape", "the body must be an object with 'inputs'")
+    wanted = payload.get("outputs")
+    names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
+        if isinstance(wanted, list) else [None] if wanted is not None else []
+    extras = service.predictor.asked(names)
+    features = service.bundle.features
+    rows = parse_rows(records_from_inputs(payload.get("inputs"), features), features,
+                      current_app.config["MAX_ROWS"]).values
+    result = service.predictor.predict(rows, outputs=extras)
     count = g.rows = len(rows)
     outputs = [{"name": "predict", "shape": [count], "datatype": output_datatype(service.bundle),
                 "data": result["predictions"]}]
@@ -196,6 +198,15 @@ def infer(name: str, version: str | None = None) -> Response:
     if wanted is not None:
         outputs = [o for o in outputs if o["name"] in names]
     supplied = payload.get("id")
-    answer = {"model_name": service.bundle.card["name"], "model_version": service.bundle.card["version"],
-              "id": supplied if isinstance(supplied, str) else g.request_id, "outputs": outputs}
-    return tensors.respond(answer, {o["name"] for o in outputs if tensors.wants_binary(payload, o["name"])})
+    return {"model_name": service.bundle.card["name"], "model_version": service.bundle.card["version"],
+            "id": supplied if isinstance(supplied, str) and supplied else request_id, "outputs": outputs}
+
+
+@v2.post("/models/<name>/infer")
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None) -> Response:
+    service = served_model(name, version)
+    with service.predictor.coming():
+        payload = tensors.read_request()
+        answer = answer_of(service, payload, g.request_id)
+    return tensors.respond(answer, {o["name"] for o in answer["outputs"] if tensors.wants_binary(payload, o["name"])})

@@ -86,8 +86,41 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
             os.write(ready_fd, b"r")
             os.close(ready_fd)
 
-    serve(app, listener, parent, serving)
+    rpc = start_grpc(app)
+    serve(app, listener, parent, serving, rpc.stop if rpc else lambda _: None)
+    if rpc:
+        rpc.stop(0)  # whatever the drain left running
     return 0
+
+
+def start_grpc(app: Any) -> Any:
+    """This worker's gRPC server (service/grpc_v2), or None when SERVICE_GRPC_PORT is 0."""
+    port = app.config["GRPC_PORT"]
+    if not port:
+        return None
+    from .grpc_v2.server import start
+    server = start(app, app.config["HOST"], port)
+    log.info("gRPC on %s:%s", app.config["HOST"], port, extra={"grpc_port": port, "pid": os.getpid()})
+    return server
+
+
+def check_grpc_port(settings: Mapping[str, Any]) -> str | None:
+    """Why gRPC cannot be served as set, or None: SERVICE_GRPC_PORT set in an image without gRPC, or the port
+    taken (the workers share it with SO_REUSEPORT, so only a bind without it can tell)."""
+    from . import grpc_v2
+    port = settings["GRPC_PORT"]
+    if not port:
+        return None
+    if not grpc_v2.available():
+        return f"SERVICE_GRPC_PORT={port}: this image has no gRPC (grpcio); build it with scripts/build.py --grpc"
+    family = socket.AF_INET6 if ":" in settings["HOST"] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: past connections don't count
+        try:
+            probe.bind((settings["HOST"], port))
+        except OSError as exc:
+            return f"cannot serve gRPC on {settings['HOST']}:{port}: {exc} (set SERVICE_GRPC_PORT, 0 for none)"
+    return None
 
 
 def listen(settings: Mapping[str, Any]) -> socket.socket:
@@ -123,6 +156,10 @@ def run(settings: Mapping[str, Any]) -> int:
     # which limit set the worker count: the start-up log line says it (the single worker's, or the supervisor's)
     decision = {"workers": count, "decided_by": "SERVICE_WORKERS" if settings["WORKERS"] else budget.decided_by,
                 "cpu_quota": budget.quota}
+    problem = check_grpc_port(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return START_ERROR
     try:
         listener = listen(settings)
         folder = metrics_folder() if count > 1 else None

@@ -72,6 +72,18 @@ def test_gate_names_the_excess_and_the_biggest_contributors():
 
 def test_budget_file_is_a_deliberate_number():
     assert 100_000_000 <= gate.budget() <= 250_000_000
+    assert 50_000_000 <= gate.budget(compressed=True) < gate.budget()
+    assert gate.budget(grpc=True) - gate.budget() == 22_000_000  # --grpc's allowance (issue 24)
+    assert gate.budget(grpc=True, compressed=True) - gate.budget(compressed=True) == 9_000_000
+
+
+def test_the_gzip_budget_is_gated_too():
+    report = {**fake_report(190_000_000), "compressed_size": 70_000_000}
+    gate.check(report, 200_000_000)  # no gzip limit given: a --size-budget build
+    with pytest.raises(BuildError) as raised:
+        gate.check(report, 200_000_000, "build/size-budget.json", 68_000_000)
+    assert str(raised.value) == ("image x:1 is 70.0 MB gzip, 2.0 MB over the gzip budget of 68.0 MB "
+                                 "(build/size-budget.json); its uncompressed size is 190.0 MB")
 
 
 @pytest.mark.parametrize("name,kept", [

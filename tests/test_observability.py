@@ -33,7 +33,7 @@ def test_one_json_access_line_per_request_without_feature_values(client, service
         "method": "POST", "path": "/predict", "status": 200, "rows": 3, "request_id": "log-1"}
     assert line["latency_ms"] > 0 and line["time"].endswith("+00:00")
     assert set(line) == {"time", "level", "logger", "message", "method", "path", "status", "latency_ms", "rows",
-                         "request_id"}
+                         "request_id", "pid"}
     assert "987.654" not in JsonFormatter().format(record)
 
 

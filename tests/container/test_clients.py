@@ -1,4 +1,4 @@
-"""Clients nobody here wrote, used as shipped from PyPI (tritonclient[http], the kserve SDK with V1 and V2,
+"""Clients nobody here wrote, used as shipped from PyPI (tritonclient[http] (gRPC: test_grpc_image.py), the kserve SDK with V1 and V2,
 mlflow-skinny's scoring client, openapi-python-client) and Debian (Prometheus), against the image run as the README
 says."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .variants import default_and_pruned  # noqa: F401  (every test here: the de
 
 pytestmark = pytest.mark.container
 # mlflow-skinny's client looks for scipy.sparse with find_spec, which fails without scipy: users have it.
-CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1", "mlflow-skinny==3.18.0",
+CLIENTS = ["tritonclient[grpc,http]==2.73.0", "kserve==0.21.0", "openapi-python-client==0.29.1", "mlflow-skinny==3.18.0",
            "scipy==1.17.1"]
 ROWS = [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87], [48, 1, 21.6, 87, 183, 103.2, 70, 3, 3.8918, 69]]
 

@@ -57,8 +57,11 @@ def started(store: str) -> Iterator[Engine]:
 
 @pytest.fixture(scope="module", params=["overlay2", "containerd"])
 def engine(request) -> Iterator[Engine]:
+    """The engine with this store; afterwards its images are deleted (about 3 GB a store), so the rest of the
+    suite keeps the disk: each store's tests are its last user in the suite."""
     with started(request.param) as running:
         yield running
+    subprocess.run(["bash", "scripts/debian13-engine.sh", "wipe", request.param], cwd=ROOT, timeout=120)
 
 
 @contextlib.contextmanager
