@@ -32,4 +32,4 @@ def test_publishes_to_ghcr_and_docker_hub_with_the_build_script():
     assert ghcr["env"]["REGISTRY_PASSWORD"] == "${{ secrets.GITHUB_TOKEN }}"
     assert "scripts/build.py --push" in hub["run"] and "DOCKERHUB_USERNAME" in hub["if"]
     assert hub["env"]["REGISTRY_PASSWORD"] == "${{ secrets.DOCKERHUB_TOKEN }}"
-    assert load()["permissions"]["packages"] == "write"
+    assert load()["jobs"]["publish"]["permissions"] == {"contents": "read", "packages": "write"}

@@ -168,8 +168,3 @@ def start(app: Flask, host: str, port: int) -> Any:
         raise OSError(f"cannot listen for gRPC on {address}")
     server.start()
     return server
-
-
-def stop(server: Any, grace: float) -> None:
-    """Refuse new calls, let those running finish within `grace` seconds."""
-    server.stop(grace).wait(grace + 1)
