@@ -70,10 +70,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = Path(environ.get("RUNNER_TEMP", ".")) / "sklearn-model-service" / "report.json"
-    argv += ["--report", str(report)]
-    summary = environ.get("GITHUB_STEP_SUMMARY")
-    if summary and "--compare" in argv:
-        argv += ["--summary", summary]
+    argv += ["--report", str(report)]  # with `compare`, the build appends the diff to $GITHUB_STEP_SUMMARY itself
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # the build's result: the report, or with --push the pinned reference
         code = cli.main(argv)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -260,9 +259,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         print(report.render(result), file=sys.stderr if args.push else sys.stdout)
         changes = None
         if args.compare:
-            summary = args.summary or (Path(os.environ["GITHUB_STEP_SUMMARY"])
-                                       if os.environ.get("GITHUB_STEP_SUMMARY") else None)
-            changes = size_diff.compare(args.compare, result, summary)
+            changes = size_diff.compare(args.compare, result, size_diff.summary_file(args.summary))
             print("\n" + size_diff.render_text(changes), file=sys.stderr if args.push else sys.stdout)
         try:
             gate.check(result, result["budget"]["limit"], result["budget"]["source"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -119,6 +120,12 @@ def read(path: Path) -> dict[str, Any]:
     return report
 
 
+def summary_file(given: Path | None) -> Path | None:
+    """Where the markdown goes: `given`, else the job summary ($GITHUB_STEP_SUMMARY) when running in a workflow."""
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    return given or (Path(step_summary) if step_summary else None)
+
+
 def compare(base_path: Path, head: dict[str, Any], markdown: Path | None) -> dict[str, Any]:
     """The diff of `head` against the report at `base_path`, its markdown appended to `markdown` (a job summary
     file collects several steps' parts)."""
@@ -142,11 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     compared.add_argument("--max-growth", type=float, metavar="MB",
                           help="fail (exit 1) when the image grew by more than MB")
     args = parser.parse_args(argv)
+    return report_diff(args.base, args.head, args.markdown, args.max_growth)
+
+
+def report_diff(base: Path, head: Path, markdown: Path | None, max_growth: float | None) -> int:
+    """Print the diff of two reports (its markdown appended to `markdown`), then apply the growth gate; the exit
+    code, 1 with one error line."""
     try:
-        changes = compare(args.base, read(args.head), args.markdown)
+        changes = compare(base, read(head), markdown)
         print(render_text(changes))
-        if args.max_growth is not None:
-            check_growth(changes, args.max_growth)
+        if max_growth is not None:
+            check_growth(changes, max_growth)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imagebuild import BuildError, cli, size_diff  # noqa: E402
+from imagebuild import cli, size_diff  # noqa: E402
 
 
 def build_base(sha: str, out: Path) -> Path | None:
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / "compare", metavar="DIR",
                         help="where the two reports go (default: dist/compare)")
     args = parser.parse_args(argv)
-    summary = args.summary or (Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY")
-                               else None)
+    summary = size_diff.summary_file(args.summary)
     args.out.mkdir(parents=True, exist_ok=True)
     head = args.out / "head.json"
     with contextlib.redirect_stdout(sys.stderr):  # the build's report is progress here; stdout is the diff's
@@ -72,15 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             with summary.open("a", encoding="utf-8") as handle:
                 handle.write(f"### Image size\n\nThe base commit `{args.base[:12]}` did not build: no size diff.\n")
         return 0
-    try:
-        changes = size_diff.compare(base, size_diff.read(head), summary)
-        print(size_diff.render_text(changes))
-        if args.max_growth is not None:
-            size_diff.check_growth(changes, args.max_growth)
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return size_diff.report_diff(base, head, summary, args.max_growth)
 
 
 if __name__ == "__main__":
