@@ -81,6 +81,25 @@ def test_start_up_is_logged_as_json_with_the_model(shared_server):
         assert start["micro_batching"] is True
 
 
+# The signal reaches a worker through its supervisor, and a request already sent may be read before the worker's
+# handler runs (in one process too: the handler runs between the main thread's bytecodes), so "at once" is a short
+# bound: well within a kubelet's readiness period (10 s by default) and within QUIET_SECONDS, the time an idle
+# keep-alive connection keeps after the drain begins.
+READY_TURNS = 0.2
+
+
+def readiness_until_503(probe: http.client.HTTPConnection, within: float) -> list[int]:
+    """Ask /health/ready on `probe` back to back until it answers 503 or `within` seconds pass; the statuses."""
+    statuses: list[int] = []
+    until = time.monotonic() + within
+    while not statuses or (statuses[-1] != 503 and time.monotonic() < until):
+        probe.request("GET", "/health/ready")
+        answer = probe.getresponse()
+        answer.read()
+        statuses.append(answer.status)
+    return statuses
+
+
 def test_sigterm_under_load_completes_every_request_in_flight(server):
     process, port = server
     results: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
@@ -106,7 +125,7 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
             finally:
                 connection.close()
 
-    # a keep-alive connection opened before the signal: readiness must turn false at once
+    # a keep-alive connection opened before the signal: readiness must turn false on it within READY_TURNS
     probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     probe.request("GET", "/health/live")
     probe.getresponse().read()
@@ -115,16 +134,13 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
     for thread in threads:
         thread.start()
 
-    def sigterm() -> tuple[int, int]:
+    def sigterm() -> tuple[list[int], int]:
         process.send_signal(signal.SIGTERM)
-        probe.request("GET", "/health/ready")
-        ready = probe.getresponse()
-        ready.read()
-        return ready.status, process.wait(timeout=8)
+        return readiness_until_503(probe, READY_TURNS), process.wait(timeout=8)
 
-    signalled, exited, (ready_status, code) = stop_under_load(threads, stop, sigterm)
+    signalled, exited, (readiness, code) = stop_under_load(threads, stop, sigterm)
 
-    assert ready_status == 503
+    assert readiness[-1] == 503 and set(readiness[:-1]) <= {200}, readiness
     accepted = [r for r in results if r[2] != "refused"]
     # Started before the signal: every one must succeed. Started after it: the listener is closing, so a new
     # connection may be refused, never reset or answered with an error. (A reset was allowed here until issue 29:
