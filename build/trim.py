@@ -1,7 +1,12 @@
 """Remove from an installed venv what the service never loads at run time, and write the standard library as
 sourceless bytecode for the runtime image. Runs in the builder image.
 
-    python3.13 build/trim.py /opt/venv /staging/stdlib
+    python3.13 build/trim.py /opt/venv /staging/stdlib [--tools aarch64-linux-gnu- --sysconfigdata FILE]
+
+For another platform's venv (a cross build, imagebuild/cross.py), `--tools` names that platform's binutils (nm,
+readelf and strip read and write only their own machine's files) and `--sysconfigdata` its
+_sysconfigdata__linux_<triplet>.py, which stands for this builder's own in the standard library's bytecode (the
+one module of the standard library that differs between platforms).
 
 Each rule prints what it saved. Kept on purpose: numpy.testing and numpy/_core/tests/_natype.py (imported at
 run time by scipy and scikit-learn), dist-info, the vendored libraries' bytes (strip breaks numpy.libs and
@@ -15,6 +20,8 @@ every submodule of every installed package in the image, are the proof of each r
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import gzip
 import hashlib
 import os
@@ -49,18 +56,20 @@ PILLOW_ONLY = "sklearn/datasets/images/*.jpg"
 EXTENSION_MODULE = re.compile(r"\.(cpython-3\d+[^/]*|abi3)\.so$")
 
 
-def exported_symbols(library: Path) -> frozenset[str]:
-    """The dynamic symbols a shared library defines, with their versions (`nm -D --defined-only`)."""
-    listing = subprocess.run(["nm", "-D", "--defined-only", str(library)], check=True, capture_output=True, text=True)
+def exported_symbols(library: Path, tools: str = "") -> frozenset[str]:
+    """The dynamic symbols a shared library defines, with their versions (`nm -D --defined-only`; `tools`:
+    binutils' prefix for the library's platform)."""
+    listing = subprocess.run([f"{tools}nm", "-D", "--defined-only", str(library)], check=True, capture_output=True,
+                             text=True)
     return frozenset(line.split(None, 2)[-1] for line in listing.stdout.splitlines() if line.strip())
 
 
-def needed_libraries(site: Path) -> set[str]:
+def needed_libraries(site: Path, tools: str = "") -> set[str]:
     """Every DT_NEEDED name of every shared object under site (`readelf -d`)."""
     names: set[str] = set()
     for path in site.rglob("*.so*"):
         if path.is_file() and not path.is_symlink():
-            listing = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True).stdout
+            listing = subprocess.run([f"{tools}readelf", "-d", str(path)], capture_output=True, text=True).stdout
             names.update(re.findall(r"\(NEEDED\)\s+Shared library: \[([^]]+)\]", listing))
     return names
 
@@ -146,21 +155,22 @@ def share_libraries(site: Path, exported: Callable[[Path], frozenset[str]] = exp
             "vendored libraries nothing needs any more": (orphans[0], orphans[1])}
 
 
-def strip_extension_modules(site: Path) -> dict[str, tuple[int, int]]:
+def strip_extension_modules(site: Path, tools: str = "") -> dict[str, tuple[int, int]]:
     """`strip --strip-unneeded` on Python extension modules only: never on the vendored *.libs."""
     modules = [p for p in sorted(site.rglob("*.so")) if EXTENSION_MODULE.search(p.name) and p.is_file()
                and not p.is_symlink() and not any(part.endswith(".libs") for part in p.relative_to(site).parts)]
     before = sum(p.stat().st_size for p in modules)
     for start in range(0, len(modules), 100):
-        subprocess.run(["strip", "--strip-unneeded", *map(str, modules[start:start + 100])], check=True)
+        subprocess.run([f"{tools}strip", "--strip-unneeded", *map(str, modules[start:start + 100])], check=True)
     return {"symbols stripped from extension modules": (len(modules), before - sum(p.stat().st_size for p in modules))}
 
 
-def _compile(source: Path, target: Path) -> bool:
-    """Sourceless bytecode of one module (unchecked hash: the same bytes on every build); False if it does not
-    compile (a template, or another Python's file), which would not import either."""
+def _compile(source: Path, target: Path, shown_as: Path | None = None) -> bool:
+    """Sourceless bytecode of one module (unchecked hash: the same bytes on every build), naming `shown_as` (default
+    `source`) as its file in tracebacks; False if it does not compile (a template, or another Python's file), which
+    would not import either."""
     try:
-        py_compile.compile(str(source), cfile=str(target), doraise=True,
+        py_compile.compile(str(source), cfile=str(target), dfile=str(shown_as or source), doraise=True,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     except py_compile.PyCompileError:
         return False
@@ -178,30 +188,46 @@ def sourceless(site: Path) -> dict[str, tuple[int, int]]:
     return {"sources replaced by their bytecode": (count, saved)}
 
 
-def stdlib_bytecode(stdlib: Path, staging: Path, globs: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+SYSCONFIGDATA = "_sysconfigdata__linux_*.py"
+
+
+def stdlib_bytecode(stdlib: Path, staging: Path, globs: tuple[str, ...],
+                    sysconfigdata: Path | None = None) -> dict[str, tuple[int, int]]:
     """The standard library's modules as X.pyc under staging (mirroring their absolute paths), but those the
-    runtime base leaves out."""
+    runtime base leaves out; with `sysconfigdata`, that file instead of this interpreter's own."""
     count, written = 0, 0
-    for source in sorted(stdlib.rglob("*.py")):
+    sources = sorted(stdlib.rglob("*.py"))
+    if sysconfigdata is not None:
+        sources = [path for path in sources if not path.match(SYSCONFIGDATA)] + [stdlib / sysconfigdata.name]
+    for source in sources:
         name = source.relative_to("/").as_posix()
         if {"site-packages", "dist-packages"} & set(source.parts) or trimmed(name, globs):
             continue
+        compiled = sysconfigdata if sysconfigdata is not None and source.match(SYSCONFIGDATA) else source
         target = staging / Path(name).with_suffix(".pyc")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if _compile(source, target):
+        if _compile(compiled, target, shown_as=source):
             count, written = count + 1, written + target.stat().st_size
     return {"standard library as sourceless bytecode": (count, -written)}
 
 
 def main(argv: list[str]) -> int:
-    venv = Path(argv[1])
-    site = next(venv.glob("lib/python3.*/site-packages"))
-    for script in venv.glob("bin/activate*"):
+    parser = argparse.ArgumentParser(prog="trim.py")
+    parser.add_argument("venv", type=Path)
+    parser.add_argument("staging", type=Path)
+    parser.add_argument("--tools", default="", help="binutils' prefix for the venv's platform")
+    parser.add_argument("--sysconfigdata", type=Path, help="the venv's platform's _sysconfigdata__linux_*.py")
+    args = parser.parse_args(argv[1:])
+    site = next(args.venv.glob("lib/python3.*/site-packages"))
+    for script in args.venv.glob("bin/activate*"):
         script.unlink()
     total = 0
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    saved = {**trim(site), **share_libraries(site), **strip_extension_modules(site), **sourceless(site),
-             **stdlib_bytecode(stdlib, Path(argv[2]), patterns())}
+    trimmed_away = trim(site)  # first: the test suites' libraries are not to be shared
+    shared = share_libraries(site, functools.partial(exported_symbols, tools=args.tools),
+                             functools.partial(needed_libraries, tools=args.tools))
+    saved = {**trimmed_away, **shared, **strip_extension_modules(site, args.tools), **sourceless(site),
+             **stdlib_bytecode(stdlib, args.staging, patterns(), args.sysconfigdata)}
     for rule, (count, nbytes) in saved.items():
         total += nbytes
         print(f"trim: {rule}: {count} paths, {-nbytes / 1e6:+.1f} MB")

@@ -11,14 +11,12 @@ import contextlib
 import io
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Mapping
 
-from . import cli
+from . import cli, platforms
 
-HOST_PLATFORM = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(platform.machine(), platform.machine())
 FLAGS = {"sample": "--sample", "tag": "--tag", "size-budget": "--size-budget", "compare": "--compare",
          "max-growth": "--max-growth", "python": "--python", "push": "--push"}
 PATHS = {"model", "sample", "compare", "code"}  # inputs naming files of the user's repository
@@ -38,11 +36,13 @@ def arguments(environ: Mapping[str, str]) -> list[str]:
     model = _input(environ, "model")
     if not model:
         raise ValueError("input 'model' is required: the model file (or bundle folder) in your repository")
-    platforms = [item.strip() for item in _input(environ, "platforms").split(",") if item.strip()]
-    if any(item != HOST_PLATFORM for item in platforms):
-        raise ValueError(f"input 'platforms': this action builds for the runner's own platform ({HOST_PLATFORM}) "
-                         f"only; got {', '.join(platforms)}")
     argv = ["--model", path(model)]
+    if _input(environ, "platforms"):
+        try:
+            chosen = platforms.parse(_input(environ, "platforms"))
+        except ValueError as exc:
+            raise ValueError(f"input 'platforms': {exc}") from None
+        argv += ["--platform", ",".join(platform.name for platform in chosen)]
     for name, flag in FLAGS.items():
         value = _input(environ, name)
         if value:

@@ -3,20 +3,25 @@
   maintainer scripts run by dpkg inside a container, imported into Docker;
 - runtime: the distroless-style root of imagebuild/rootfs.py, loaded as an image with one layer per package
   group and the distroless python3 configuration (entrypoint, environment, user 65532, created at the epoch).
-Each is tagged with the key of its lock section, so an engine that has it already is not asked to rebuild it.
+Each is made for one platform from that architecture's lock sections (the runtime, unpacked in Python, for any
+platform on any host; the builder's maintainer scripts run in a container of its platform, under emulation on
+another host), and tagged with the key of its lock section, so an engine that has it already is not asked to
+rebuild it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import ROOT, BuildError, archive
 from . import debs
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
                           resolve_section, section_key, sha256_file, verify_debs, with_pool_paths)
+from .platforms import Platform
 from .progress import say
 from .rootfs import DEBS_IN_STAGE, NONROOT, RUNTIME_TRIM, compose_builder_stage, compose_runtime
 
@@ -28,11 +33,13 @@ RUNTIME_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "LANG=C.UTF-8"]
 
 
-def _docker_archive(layers: list[tuple[str, Path]], reference: str, out: Path, section: str) -> None:
+def _docker_archive(layers: list[tuple[str, Path]], reference: str, out: Path, section: str,
+                    platform: Platform) -> None:
     """A `docker load` archive with the distroless python3 :nonroot configuration, created at the epoch."""
     digests = [(group, f"sha256:{sha256_file(path)}", path) for group, path in layers]
+    variant = {"variant": platform.variant} if platform.variant else {}
     config = {
-        "architecture": "amd64", "os": "linux", "created": EPOCH,
+        "architecture": platform.architecture, **variant, "os": "linux", "created": EPOCH,
         "config": {"Env": RUNTIME_ENV, "Entrypoint": [PYTHON], "User": f"{NONROOT}",
                    "WorkingDir": "/home/nonroot", "Labels": {"base.lock": section}},
         "rootfs": {"type": "layers", "diff_ids": [digest for _, digest, _ in digests]},
@@ -75,14 +82,14 @@ def _loaded(client: Any, kind: str, section: dict[str, Any]) -> str | None:
     return reference if reference and _image_exists(client, reference) else None
 
 
-def check_same_python(builder: dict[str, Any], runtime: dict[str, Any]) -> None:
-    """The runtime runs the standard library's bytecode and the extension modules the builder made: both bases
-    must carry the same Python build."""
+def check_same_python(*sections: dict[str, Any]) -> None:
+    """The runtime runs the standard library's bytecode and the extension modules the builder made, and every
+    platform's image answers as the others do: every base of every platform must carry the same Python build."""
     name = "libpython3.13-stdlib"
-    versions = [section.get("packages", {}).get(name, {}).get("version") for section in (builder, runtime)]
-    if None not in versions and versions[0] != versions[1]:
-        raise BuildError(f"the builder has {name} {versions[0]} and the runtime {versions[1]}: the image would run "
-                         f"one Python's bytecode on the other (rerun with --update-lock to lock both again)")
+    versions = {section["packages"][name]["version"] for section in sections if name in section.get("packages", {})}
+    if len(versions) > 1:
+        raise BuildError(f"the lock's bases carry {name} {' and '.join(sorted(versions))}: an image would run one "
+                         f"Python's bytecode on the other (rerun with --update-lock to lock them all again)")
 
 
 def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) -> None:
@@ -100,36 +107,36 @@ def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) ->
     record.write_text(json.dumps(sorted(keep)) + "\n", encoding="utf-8")
 
 
-def runtime_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The local distroless-style runtime base, assembled unless an image of the same lock section exists;
-    returns its reference and its lock section (new when re-resolved)."""
+def runtime_base(client: Any, update: bool, locked: dict[str, Any], platform: Platform) -> tuple[str, dict[str, Any]]:
+    """The local distroless-style runtime base for `platform`, assembled unless an image of the same lock section
+    exists; returns its reference and its lock section (new when re-resolved)."""
     groups = read_groups(RUNTIME_LIST)
     wanted = [name for names in groups.values() for name in names]
-    section = resolve_section("runtime", wanted, update, locked)
+    section = resolve_section("runtime", wanted, update, locked, platform)
     if update:
-        section = _resolve("runtime", "extract", wanted, section)
+        section = _resolve("runtime", "extract", wanted, section, platform)
     if loaded := _loaded(client, "runtime", section):
         return loaded, section
-    say(f"assembling the runtime base from {len(wanted)} Debian {SUITE} packages")
+    say(f"assembling the {platform.name} runtime base from {len(wanted)} Debian {SUITE} packages")
     downloaded = debs.fetch_section(section, wanted)
     reference = _reference("runtime", section)
     with tempfile.TemporaryDirectory(prefix="runtime-base-") as temporary:
         workdir = Path(temporary)
         layers = compose_runtime(downloaded, groups, workdir)
         image_tar = workdir / "image.tar"
-        _docker_archive(layers, reference, image_tar, image_key("runtime", section))
+        _docker_archive(layers, reference, image_tar, image_key("runtime", section), platform)
         with image_tar.open("rb") as handle:
             client.images.load(handle)
     return reference, section
 
 
-def _resolve(kind: str, variant: str, wanted: list[str], section: dict[str, Any]) -> dict[str, Any]:
+def _resolve(kind: str, variant: str, wanted: list[str], section: dict[str, Any], platform: Platform) -> dict[str, Any]:
     """`--update-lock`: the packages mmdebstrap resolves for `wanted` (Debian's tools: a maintainer's command),
     checked against what the lock pinned, as a new lock section with each package's pool path."""
     with tempfile.TemporaryDirectory(prefix=f"{kind}-resolve-") as temporary:
         everything = wanted + sorted(set(section.get("packages", {})) - set(wanted))
         downloaded = {deb.name: deb for deb in mmdebstrap(variant, pinned_names(section, everything),
-                                                            Path(temporary) / "root")}
+                                                            Path(temporary) / "root", platform)}
         absent = [name for name in wanted if name not in downloaded]
         if absent:
             raise BuildError(f"{', '.join(absent)} not found in Debian {SUITE}: check build/{kind}-packages.txt")
@@ -139,23 +146,24 @@ def _resolve(kind: str, variant: str, wanted: list[str], section: dict[str, Any]
                         "not_shipped": sorted(set(downloaded) - set(wanted))}
         else:
             resolved = {"packages": {name: lock_entry(deb) for name, deb in sorted(downloaded.items())}}
-    return with_pool_paths(resolved)
+    return with_pool_paths(resolved, platform)
 
 
-def builder_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The local Debian 13 builder base (the apt variant's packages plus build/builder-packages.txt, as locked);
-    returns its reference and its lock section (new when re-resolved).
+def builder_base(client: Any, update: bool, locked: dict[str, Any], platform: Platform) -> tuple[str, dict[str, Any]]:
+    """The local Debian 13 builder base for `platform` (the apt variant's packages plus
+    build/builder-packages.txt, as locked); returns its reference and its lock section (new when re-resolved).
 
     Assembled without a package manager on the host: the locked .debs are unpacked in Python into a first stage,
     which is imported; `dpkg --install` then runs every maintainer script in a container of it (root in the
     container, any user on the host), and that container's file system, exported, is the base: one layer."""
     wanted = read_groups(BUILDER_LIST)["packages"]
-    section = resolve_section("builder", wanted, update, locked)
+    section = resolve_section("builder", wanted, update, locked, platform)
     if update:
-        section = _resolve("builder", "apt", wanted, section)
+        section = _resolve("builder", "apt", wanted, section, platform)
     if loaded := _loaded(client, "builder", section):
         return loaded, section
-    say(f"assembling the builder base (Debian {SUITE}, python3.13, {len(section['packages'])} packages)")
+    say(f"assembling the {platform.name} builder base (Debian {SUITE}, python3.13, {len(section['packages'])} "
+        f"packages)")
     reference = _reference("builder", section)
     repository, tag = reference.rsplit(":", 1)
     stage = f"{repository}-stage:{tag}"
@@ -163,10 +171,11 @@ def builder_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str
     with tempfile.TemporaryDirectory(prefix="builder-base-") as temporary:
         stage_tar = Path(temporary) / "stage.tar"
         compose_builder_stage(downloaded, stage_tar)
-        client.api.import_image_from_file(str(stage_tar), repository=f"{repository}-stage", tag=tag)
+        import_image(client, stage_tar, stage, platform)
         stage_tar.unlink()
         container = client.containers.create(stage, ["/usr/bin/sh", "-c", DPKG_INSTALL], network_disabled=True,
-                                             environment={"DEBIAN_FRONTEND": "noninteractive", "PATH": PATH})
+                                             environment={"DEBIAN_FRONTEND": "noninteractive", "PATH": PATH},
+                                             platform=platform.name)
         try:
             container.start()
             code = container.wait()["StatusCode"]
@@ -181,9 +190,22 @@ def builder_base(client: Any, update: bool, locked: dict[str, Any]) -> tuple[str
         finally:
             container.remove(force=True)
             client.images.remove(stage)
-        client.api.import_image_from_file(str(root_tar), repository=repository, tag=tag,
-                                          changes=["ENV LANG=C.UTF-8", "CMD [\"/bin/bash\"]"])
+        import_image(client, root_tar, reference, platform, changes=["ENV LANG=C.UTF-8", "CMD [\"/bin/bash\"]"])
     return reference, section
+
+
+def import_image(client: Any, tar: Path | BinaryIO, reference: str, platform: Platform,
+                 changes: list[str] | None = None) -> None:
+    """`docker import` of a root file system tar (a file, or a stream) as an image of `platform` (the Docker
+    SDK's import_image takes no platform; the engine's API does, since 1.32)."""
+    repository, tag = reference.rsplit(":", 1)
+    params: dict[str, Any] = {"fromSrc": "-", "repo": repository, "tag": tag, "platform": platform.name}
+    if changes:
+        params["changes"] = changes
+    with (tar.open("rb") if isinstance(tar, Path) else contextlib.nullcontext(tar)) as handle:
+        response = client.api._post(client.api._url("/images/create"), data=handle, params=params,
+                                    headers={"Content-Type": "application/tar"}, timeout=None)
+    client.api._raise_for_status(response)
 
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

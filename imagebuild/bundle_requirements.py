@@ -20,6 +20,7 @@ from .model_input import ModelSource, model_source
 from .progress import say
 from .requirements import IMPORT_OVERRIDES, compile_requirements, listed_packages, normalize, pinned
 from .scan import Scan, scan_model
+from .platforms import AMD64, Platform
 from .wheels import has_wheel, require_wheel
 
 CACHE = ROOT / ".cache" / "requirements"
@@ -182,10 +183,11 @@ def grpc_pins() -> dict[str, str | None]:
             if name and not name.startswith("#")}
 
 
-def for_build(source: ModelSource, python: str | None, given: bool, update: bool, grpc: bool = False) -> Path:
-    """The requirements file of a build: the repository's files checked (rewritten first with `update`), then the
-    model's needs (with the training environment's versions when the model was `given`) and, with `grpc`, the gRPC
-    server's packages laid on top."""
+def for_build(source: ModelSource, python: str | None, given: bool, update: bool, grpc: bool = False,
+              platforms: tuple[Platform, ...] = (AMD64,)) -> Path:
+    """The requirements file of a build for `platforms`: the repository's files checked (rewritten first with
+    `update`), then the model's needs (with the training environment's versions when the model was `given`) and,
+    with `grpc`, the gRPC server's packages laid on top."""
     env = environment(python)
     default = model_source(None)
     default_needs = model_needs(scan_model(default.artifact), default, env, versions=False)
@@ -200,7 +202,7 @@ def for_build(source: ModelSource, python: str | None, given: bool, update: bool
         say(f"requirements: {note}")
     sklearn_version = needs.pins.get("scikit-learn")
     if sklearn_version and sklearn_version != pinned(ROOT / "requirements.txt").get("scikit-learn"):
-        require_wheel("scikit-learn", sklearn_version, "the version the model was saved with")
+        require_wheel("scikit-learn", sklearn_version, "the version the model was saved with", platforms)
     path = requirements_file(needs)
     listed = ", ".join(f"{name}=={version}" if version else name for name, version in sorted(needs.pins.items()))
     say(f"requirements: {path.relative_to(ROOT)} ({listed})")

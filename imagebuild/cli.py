@@ -9,18 +9,22 @@ on success, 1 on a build error (one line per problem, with a hint), 2 on bad arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ROOT, BuildError, write_atomic
+from . import ROOT, BuildError, platforms, write_atomic
+from .platforms import Platform
 from .progress import say
 
 if TYPE_CHECKING:
+    from .model_input import ModelSource
     from .reproducible import Epoch
 
 REPOSITORY = "sklearn-model-service"
@@ -65,6 +69,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc", action="store_true",
                         help="also serve the Open Inference Protocol over gRPC on port 8081 (SERVICE_GRPC_PORT), as "
                              "KServe and tritonclient call it; adds grpcio and protobuf (about 20 MB)")
+    parser.add_argument("--platform", metavar="LIST",
+                        help=f"the platforms to build for, comma-separated: {', '.join(platforms.PLATFORMS)} "
+                             f"(default: the Docker engine's own); with --push, one image index of them all")
     parser.add_argument("--base", metavar="REF@sha256:DIGEST",
                         help="the runtime base image, by digest (default: the distroless-style base assembled from "
                              "build/debian.lock.json's Debian packages); it must run /usr/bin/python3.13 as "
@@ -110,179 +117,319 @@ def docker_client() -> Any:
     return client
 
 
-def choose_runtime_base(client: Any, base: str | None, update_lock: bool,
-                        locked: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def choose_runtime_base(client: Any, base: str | None, update_lock: bool, locked: dict[str, Any],
+                        platform: Platform) -> tuple[str, dict[str, Any]]:
     """The runtime base and the lock's runtime section: the base assembled from the lock, unless `base` names
     another by digest (then pulled if the engine lacks it; the lock's section is kept as it is). Never a base
     chosen by what the network allows: what ships is what was measured and tested."""
     from . import bases
     import docker.errors
     if base is None:
-        return bases.runtime_base(client, update_lock, locked)
+        return bases.runtime_base(client, update_lock, locked, platform)
     try:
         client.images.get(base)
     except docker.errors.ImageNotFound:
         say(f"pulling the runtime base {base}")
         try:
-            client.images.pull(base)
+            client.images.pull(base, platform=platform.name)
         except docker.errors.APIError as exc:
             raise BuildError(f"--base {base}: cannot pull it ({str(exc.explanation or exc)[:120]}); pull or load "
                              f"it into the engine first") from None
     return base, locked
 
 
-def base_images(client: Any, args: argparse.Namespace) -> tuple[str, str]:
-    """The builder and runtime bases; the lock file is rewritten only when its content changes."""
+def base_images(client: Any, args: argparse.Namespace, platform: Platform) -> tuple[str, str]:
+    """The builder and runtime bases of one platform; the lock file is rewritten only when its content changes."""
     from . import bases, debian_lock
     lock = debian_lock.read_lock()
-    builder, builder_section = bases.builder_base(client, args.update_lock, lock.get("builder", {}))
-    runtime, runtime_section = choose_runtime_base(client, args.base, args.update_lock, lock.get("runtime", {}))
-    updated = {**lock, "builder": builder_section, "runtime": runtime_section}
-    bases.check_same_python(builder_section, runtime_section)
+    locked = debian_lock.sections(lock, platform)
+    builder, builder_section = bases.builder_base(client, args.update_lock, locked.get("builder", {}), platform)
+    runtime, runtime_section = choose_runtime_base(client, args.base, args.update_lock, locked.get("runtime", {}),
+                                                   platform)
+    updated = debian_lock.with_sections(lock, platform, builder=builder_section, runtime=runtime_section)
+    bases.check_same_python(*(sections[kind] for sections in updated.values() for kind in ("builder", "runtime")
+                              if kind in sections))
     if updated != lock:
         debian_lock.write_lock(updated)
         say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
-    bases.remove_superseded(client, {ref for ref in (builder, runtime) if ref.startswith(bases.BASE_REPOSITORY)})
     return builder, runtime
 
 
-def record_paths(report: Path | None, reference: str) -> dict[str, Path]:
+def record_paths(report: Path | None, reference: str, suffix: str = "") -> dict[str, Path]:
     """Where the report, the SBOM and the provenance go: beside --report FILE (FILE, FILE's stem + .cdx.json and
-    .provenance.json), else dist/<reference>.report.json, .cdx.json and .provenance.json."""
+    .provenance.json), else dist/<reference>.report.json, .cdx.json and .provenance.json. `suffix` (-arm64)
+    follows FILE's stem for the images of a multi-platform build but the first."""
     if report is not None:
         stem = report.with_suffix("") if report.suffix == ".json" else report
-        return {"report": report, "sbom": stem.with_name(stem.name + ".cdx.json"),
+        stem = stem.with_name(stem.name + suffix)
+        return {"report": stem.with_name(stem.name + ".json") if suffix or report.suffix == ".json" else report,
+                "sbom": stem.with_name(stem.name + ".cdx.json"),
                 "provenance": stem.with_name(stem.name + ".provenance.json")}
     stem = ROOT / "dist" / re.sub(r"[^A-Za-z0-9._-]+", "-", reference)
-    return {kind: stem.with_name(f"{stem.name}.{suffix}") for kind, suffix in
+    return {kind: stem.with_name(f"{stem.name}.{extension}") for kind, extension in
             (("report", "report.json"), ("sbom", "cdx.json"), ("provenance", "provenance.json"))}
 
 
-def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Epoch, update_lock: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Target:
+    """One platform's image of a build: its local tag and where its records go."""
+
+    platform: Platform
+    reference: str
+    records: dict[str, Path]
+
+
+def plan(chosen: list[Platform], engine: Platform, reference: str, report: Path | None) -> list[Target]:
+    """The images of a build, the engine's own platform first (it keeps `reference`; the engine's single-platform
+    store holds one image per tag, so the others are tagged REFERENCE-ARCH, e.g. :1.0-arm64). A build for one
+    platform tags it `reference`, whichever it is."""
+    from .docker_build import split_reference
+    ordered = sorted(chosen, key=lambda platform: platform != engine)
+    repository, tag = split_reference(reference)
+    targets = []
+    for index, platform in enumerate(ordered):
+        suffix = f"-{platform.debian}" if index else ""
+        own = f"{repository}:{tag}{suffix}"
+        targets.append(Target(platform, own, record_paths(report, own, suffix)))
+    return targets
+
+
+def build_debug(client: Any, reference: str, labels: dict[str, str], epoch: Epoch, update_lock: bool,
+                platform: Platform) -> dict[str, Any]:
     """The debug twin of `reference` (imagebuild/debug_twin.py), normalized like the image."""
     from . import debian_lock, debug_twin, docker_build, reproducible
     lock = debian_lock.read_lock()
-    binary, section = debug_twin.busybox(update_lock, lock.get("debug", {}))
-    commands = debug_twin.applets(client, binary)
-    if section != lock.get("debug"):
-        debian_lock.write_lock({**lock, "debug": section})
+    binary, section = debug_twin.busybox(update_lock, debian_lock.sections(lock, platform).get("debug", {}), platform)
+    commands = debug_twin.applets(client, binary, platform)
+    if section != debian_lock.sections(lock, platform).get("debug"):
+        debian_lock.write_lock(debian_lock.with_sections(lock, platform, debug=section))
         say(f"wrote {debian_lock.LOCK.relative_to(ROOT)}")
     twin = debug_twin.reference(reference)
     as_built = docker_build.cache_reference(twin)
     say(f"building the debug twin {twin}")
     docker_build.build(client, debug_twin.context(binary, commands), debug_twin.DOCKERFILE, as_built,
-                       {"IMAGE": reference}, labels)
+                       {"IMAGE": reference}, labels, platform)
     return {"image": twin, "id": reproducible.reproduce(client, as_built, twin, reference, epoch)}
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Built:
+    """One platform's image, built, measured and recorded (what the push and the provenance need)."""
+
+    target: Target
+    result: dict[str, Any]
+    sbom: str
+    images: dict[str, tuple[str, str]]  # the provenance's builder base, builder and runtime base: (reference, id)
+    debug: dict[str, Any] | None
+
+
+def platform_sbom(args: argparse.Namespace, target: Target, source: ModelSource, requirements_path: Path,
+                  wheelhouse: Path, runtime: str, epoch: Epoch) -> str:
+    """The SBOM of one platform's image: its wheels and (unless --base) its locked Debian packages."""
+    from . import debian_lock, sbom
+    # The lock describes the Debian packages of the base assembled here, not those of one given with --base.
+    debian = {} if args.base else \
+        debian_lock.sections(debian_lock.read_lock(), target.platform)["runtime"]["packages"]
+    if args.base:
+        say(f"the SBOM leaves out the Debian packages of {runtime}: its /var/lib/dpkg/status.d lists them")
+    return sbom.document(target.reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
+                         source.artifact, epoch.seconds, runtime)
+
+
+def build_native(client: Any, args: argparse.Namespace, target: Target, source: ModelSource,
+                 requirements_path: Path, epoch: Epoch, version: str) -> Built:
+    """The engine's own platform's image: bases, wheels, builder, runtime, normalization."""
+    from . import docker_build, report, reproducible, wheels
+    platform, reference = target.platform, target.reference
+    wheelhouse = wheels.wheelhouse(requirements_path, platform)
+    builder_base, runtime = base_images(client, args, platform)
+    sbom_text = platform_sbom(args, target, source, requirements_path, wheelhouse, runtime, epoch)
+    builder_tag = docker_build.builder_reference(reference)
+    labels = {docker_build.BUILD_LABEL: reference}
+    say(f"building {builder_tag} on {builder_base}")
+    builder_id = docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path),
+                                    "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels,
+                                    platform)
+    as_built = docker_build.cache_reference(reference)
+    say(f"building {reference} on {runtime}")
+    pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
+        if args.prune else {}
+    docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
+                       {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
+                        "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
+                        "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if args.grpc else "0",
+                        **pruning}, labels, platform)
+    say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
+        f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
+    reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
+    images = {"builder base": (builder_base, client.images.get(builder_base).id), "builder": (builder_tag, builder_id),
+              "runtime base": (runtime, client.images.get(runtime).id)}
+    return Built(target, {"bases": {"builder": builder_base, "runtime": runtime}}, sbom_text, images, None)
+
+
+def build_cross(client: Any, args: argparse.Namespace, target: Target, native: Built, source: ModelSource,
+                requirements_path: Path, epoch: Epoch) -> Built:
+    """Another platform's image, assembled from the engine's own (imagebuild/cross.py): no emulator."""
+    from . import bases, cross, debian_lock, docker_build, wheels
+    platform, reference = target.platform, target.reference
+    wheelhouse = wheels.wheelhouse(requirements_path, platform, from_source=False)
+    runtime, section = bases.runtime_base(client, args.update_lock, debian_lock.sections(
+        debian_lock.read_lock(), platform).get("runtime", {}), platform)
+    lock = debian_lock.read_lock()
+    if section != debian_lock.sections(lock, platform).get("runtime"):
+        debian_lock.write_lock(debian_lock.with_sections(lock, platform, runtime=section))
+    sbom_text = platform_sbom(args, target, source, requirements_path, wheelhouse, runtime, epoch)
+    builder_base = native.images["builder base"][0]
+    parts = f"{docker_build.builder_reference(reference)}-venv"
+    labels = {docker_build.BUILD_LABEL: reference}
+    say(f"building {platform.name}'s venv {parts} on {builder_base} (no emulator: its wheels are unpacked, not run)")
+    parts_id = docker_build.build(client, docker_build.cross_context(wheelhouse, requirements_path,
+                                                                    cross.sysconfigdata(platform)),
+                                  cross.DOCKERFILE, parts, {"BUILDER_BASE": builder_base,
+                                                            **cross.build_arguments(platform)},
+                                  labels, native.target.platform)
+    say(f"assembling {reference} ({platform.name}) from {native.target.reference}'s layers")
+    image_id = cross.assemble(client, native.target.reference, native.result["bases"]["runtime"], runtime, parts,
+                              sbom_text, platform, reference)
+    images = {"builder base": native.images["builder base"], "builder": (parts, parts_id),
+              "runtime base": (runtime, client.images.get(runtime).id)}
+    say(f"{reference} is {image_id[:19]}")
+    return Built(target, {"bases": {"builder": builder_base, "runtime": runtime}}, sbom_text, images, None)
+
+
+def finish(client: Any, args: argparse.Namespace, built: Built, requirements_path: Path, epoch: Epoch) -> Built:
+    """A platform's image built: its debug twin, the pruning of superseded builds, the report and the records."""
+    from . import debian_lock, docker_build, gate, report, served
+    reference, platform = built.target.reference, built.target.platform
+    labels = {docker_build.BUILD_LABEL: reference}
+    debug = build_debug(client, reference, labels, epoch, args.update_lock, platform) if args.debug else None
+    reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
+    if reclaimed:
+        say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
+    say(f"measuring {reference}'s layers (each measured once: .cache/layer-sizes.json)")
+    result = report.analyze(client, reference)
+    result["platform"] = platform.name
+    result["model"] = served.summary(served.served_card(client, reference))
+    if args.prune:
+        result["pruned"] = served.pruned(client, reference)
+    result["bases"] = {**built.result["bases"],
+                       "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
+    result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
+    result["records"] = {kind: str(path) for kind, path in built.target.records.items()}
+    if debug:
+        result["debug"] = debug
+    result["requirements"] = str(requirements_path.relative_to(ROOT))
+    result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
+        else {"limit": gate.budget(grpc=args.grpc, platform=platform),
+              "compressed_limit": gate.budget(grpc=args.grpc, compressed=True, platform=platform),
+              "source": str(gate.BUDGET.relative_to(ROOT)) + (" with grpc_bytes" if args.grpc else "")
+              + (f" with {platform.debian}_bytes" if gate.budget(platform=platform) != gate.budget() else "")}
+    report.write_json(result, built.target.records["report"])
+    write_atomic(built.target.records["sbom"], built.sbom)
+    return Built(built.target, result, built.sbom, built.images, debug)
+
+
+def build(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The whole build; returns each platform's report (the engine's own platform first)."""
     from . import (bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
-                   reproducible, sbom, served, size_diff, wheels)
+                   reproducible, size_diff)
     started = time.time()
     trust = [name for item in args.trust for name in item.split(",")]
     source = model_input.model_source(args.model, args.sample, args.code, trust)
     model_input.check_trust(source, [args.python or sys.executable, sys.executable])
-    requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
-                                                      update=args.update_requirements, grpc=args.grpc)
-    wheelhouse = wheels.wheelhouse(requirements_path)
-    epoch = reproducible.source_date_epoch(docker_build.commit_time())
     client = docker_client()
-    builder_base, runtime = base_images(client, args)
-
+    try:
+        engine = platforms.of_engine(client)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    chosen = platforms.parse(args.platform) if args.platform else [engine]
+    requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
+                                                      update=args.update_requirements, grpc=args.grpc,
+                                                      platforms=tuple(chosen))
+    epoch = reproducible.source_date_epoch(docker_build.commit_time())
     version = service_version()
     reference = args.tag or f"{REPOSITORY}:{version}{'-grpc' if args.grpc else ''}"
-    records = record_paths(args.report, reference)
-    # The lock describes the Debian packages of the base assembled here, not those of one given with --base.
-    debian = {} if args.base else debian_lock.read_lock()["runtime"]["packages"]
-    if args.base:
-        say(f"the SBOM leaves out the Debian packages of {runtime}: its /var/lib/dpkg/status.d lists them")
-    sbom_text = sbom.document(reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
-                              source.artifact, epoch.seconds, runtime)
-    builder_tag = docker_build.builder_reference(reference)
+    targets = plan(chosen, engine, reference, args.report)
+    foreign = [target.platform.name for target in targets if target.platform != engine]
+    if foreign and args.prune:
+        raise BuildError(f"--prune traces the service on the engine's own platform ({engine.name}); "
+                         f"{', '.join(foreign)} are assembled without running it: build them without --prune")
+    if foreign and args.base:
+        raise BuildError(f"--base replaces the runtime base of the engine's own platform ({engine.name}) only: build "
+                         f"{', '.join(foreign)} without --base")
+    # The engine's own platform is built, the others are assembled from it (imagebuild/cross.py); when it is not
+    # one of those asked for, it is built all the same, as REFERENCE-ARCH, and reported by no record.
+    repository, tag = docker_build.split_reference(reference)
+    native_target = targets[0] if targets[0].platform == engine else \
+        Target(engine, f"{repository}:{tag}-{engine.debian}", {})
+    if foreign:
+        say(f"the engine runs {engine.name}: {', '.join(foreign)} assembled from its image, with no emulator")
     from .debug_twin import reference as twin_of
-    kept = [builder_tag, docker_build.cache_reference(reference), docker_build.cache_reference(twin_of(reference))]
-    with docker_build.leaving_nothing(client, reference, remove=kept if args.clean else []):
-        labels = {docker_build.BUILD_LABEL: reference}
-        say(f"building {builder_tag} on {builder_base}")
-        builder_id = docker_build.build(client, docker_build.builder_context(wheelhouse, requirements_path),
-                                        "Dockerfile.builder", builder_tag, {"BUILDER_BASE": builder_base}, labels)
-        as_built = docker_build.cache_reference(reference)
-        say(f"building {reference} on {runtime}")
-        pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
-            if args.prune else {}
-        docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
-                           {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
-                            "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
-                            "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if args.grpc else "0",
-                            **pruning}, labels)
-        say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
-            f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
-        reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
-        debug = build_debug(client, reference, labels, epoch, args.update_lock) if args.debug else None
-        reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
-        if reclaimed:
-            say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
-        say("measuring layers (each measured once: .cache/layer-sizes.json)")
-        result = report.analyze(client, reference)
-        result["model"] = served.summary(served.served_card(client, reference))
-        if args.prune:
-            result["pruned"] = served.pruned(client, reference)
-        result["bases"] = {"builder": builder_base, "runtime": runtime,
-                           "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
-        result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
-        result["records"] = {kind: str(path) for kind, path in records.items()}
-        if debug:
-            result["debug"] = debug
-        result["requirements"] = str(requirements_path.relative_to(ROOT))
-        result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
-            else {"limit": gate.budget(grpc=args.grpc),
-                  "compressed_limit": gate.budget(grpc=args.grpc, compressed=True),
-                  "source": str(gate.BUDGET.relative_to(ROOT)) + (" with grpc_bytes" if args.grpc else "")}
-        if args.bundle_out:
-            served.write_bundle(client, reference, args.bundle_out)
-            say(f"wrote the served bundle to {args.bundle_out}")
-        report.write_json(result, records["report"])
-        write_atomic(records["sbom"], sbom_text)
+    kept = [name for target in targets for name in (docker_build.builder_reference(target.reference),
+            f"{docker_build.builder_reference(target.reference)}-venv", docker_build.cache_reference(target.reference),
+            docker_build.cache_reference(twin_of(target.reference)))]
+    builts: list[Built] = []
+    with contextlib.ExitStack() as stack:
+        for name in {native_target.reference, *(target.reference for target in targets)}:
+            stack.enter_context(docker_build.leaving_nothing(client, name, remove=kept if args.clean else []))
+        native = build_native(client, args, native_target, source, requirements_path, epoch, version)
+        for target in targets:
+            built = native if target == native_target else \
+                build_cross(client, args, target, native, source, requirements_path, epoch)
+            builts.append(finish(client, args, built, requirements_path, epoch))
+        bases_in_use = {ref for built in [native, *builts] for ref in (built.result["bases"]["builder"],
+                                                                      built.result["bases"]["runtime"])}
+        from . import bases
+        bases.remove_superseded(client, {ref for ref in bases_in_use if ref.startswith(bases.BASE_REPOSITORY)})
 
-        def record(pushed: str | None) -> None:
-            write_atomic(records["provenance"], json.dumps(provenance.statement(
+        def record(built: Built, pushed: str | None, pushed_type: str | None) -> None:
+            write_atomic(built.target.records["provenance"], json.dumps(provenance.statement(
                 parameters=parameters(args, reference), source=docker_build.source_state(SOURCE_URL),
-                locks=[requirements_path, debian_lock.LOCK], model=source.artifact,
-                images={"builder base": (builder_base, client.images.get(builder_base).id),
-                        "builder": (builder_tag, builder_id), "runtime base": (runtime, client.images.get(runtime).id)},
-                epoch=result["source_date_epoch"], sbom=sbom_text.encode(), pushed=pushed, debug=debug, version=version,
-                image={"image": reference, "id": result["id"], "layers": [row["digest"] for row in result["layers"]]},
+                locks=[requirements_path, debian_lock.LOCK], model=source.artifact, images=built.images,
+                epoch=built.result["source_date_epoch"], sbom=built.sbom.encode(), pushed=pushed,
+                pushed_type=pushed_type, debug=built.debug, version=version,
+                image={"image": built.target.reference, "id": built.result["id"],
+                       "layers": [row["digest"] for row in built.result["layers"]]},
                 started=started, finished=time.time()), indent=2) + "\n")
 
-        record(None)
-        say(f"wrote {', '.join(str(path) for path in records.values())}")
-        print(report.render(result), file=sys.stderr if args.push else sys.stdout)
+        out = sys.stderr if args.push else sys.stdout
+        for built in builts:
+            record(built, None, None)
+            say(f"wrote {', '.join(str(path) for path in built.target.records.values())}")
+            print(report.render(built.result), file=out)
         changes = None
         if args.compare:
-            changes = size_diff.compare(args.compare, result, size_diff.summary_file(args.summary))
-            print("\n" + size_diff.render_text(changes), file=sys.stderr if args.push else sys.stdout)
+            changes = size_diff.compare(args.compare, builts[0].result, size_diff.summary_file(args.summary))
+            print("\n" + size_diff.render_text(changes), file=out)
         try:
-            gate.check(result, result["budget"]["limit"], result["budget"]["source"],
-                       result["budget"].get("compressed_limit"))
+            for built in builts:
+                budget = built.result["budget"]
+                gate.check(built.result, budget["limit"], budget["source"], budget.get("compressed_limit"))
             if changes is not None and args.max_growth is not None:
                 size_diff.check_growth(changes, args.max_growth)
         except BuildError:
-            docker_build.untag(client, [reference, *([debug["image"]] if debug else [])])  # no tag on a failed image
+            docker_build.untag(client, [name for built in builts for name in
+                                        (built.target.reference, *([built.debug["image"]] if built.debug else []))])
             raise
     if args.push:
         from .publish import publish, tags_for
         tags = tags_for(version, docker_build.revision(), args.latest)
-        pinned = publish(client, reference, args.push, tags)
-        if debug:
-            debug["pushed"] = publish(client, debug["image"], args.push, [f"{tag}-debug" for tag in tags])
-            say(f"pushed the debug twin as {debug['pushed']}")
-        record(pinned)
+        pushed = publish(client, [(built.target.platform, built.target.reference) for built in builts], args.push,
+                         tags)
+        if all(built.debug for built in builts):
+            twin_images = [(built.target.platform, built.debug["image"]) for built in builts]  # type: ignore[index]
+            twins = publish(client, twin_images, args.push, [f"{tag}-debug" for tag in tags])
+            for built in builts:
+                built.debug["pushed"] = twins.reference  # type: ignore[index]
+            say(f"pushed the debug twin as {twins.reference}")
+        for built in builts:
+            record(built, pushed.reference, pushed.media_type)
         if args.manifests:
             from .manifests import render
-            written = render(pinned, args.manifests)
-            say(f"wrote {len(written)} manifests with {pinned} to {args.manifests}")
-        print(pinned)
-    return result
+            written = render(pushed.reference, args.manifests)
+            say(f"wrote {len(written)} manifests with {pushed.reference} to {args.manifests}")
+        print(pushed.reference)
+    return [built.result for built in builts]
 
 
 def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
@@ -290,7 +437,7 @@ def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
     return {"model": str(args.model) if args.model else "models/diabetes (default)",
             "sample": str(args.sample) if args.sample else None, "code": [str(path) for path in args.code],
             "trust": args.trust, "tag": reference, "prune": args.prune, "debug": args.debug, "push": args.push,
-            "latest": args.latest, "base": args.base, "grpc": args.grpc}
+            "latest": args.latest, "base": args.base, "grpc": args.grpc, "platform": args.platform}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -313,6 +460,13 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--compare {args.compare}: no such report (scripts/build.py --report writes one)"
     if args.grpc and args.prune:
         return "--grpc with --prune: --prune's trace calls the REST routes only and would cut gRPC's modules; use one"
+    if args.platform:
+        try:
+            chosen = platforms.parse(args.platform)
+        except ValueError as exc:
+            return f"--platform: {exc}"
+        if args.base and len(chosen) > 1:
+            return "--base names one platform's base: build with one --platform, or without --base"
     if args.base and not PINNED_BASE.match(args.base):
         return f"--base {args.base}: name the base by digest, REPOSITORY@sha256:<64 hex digits> (a tag can move)"
     if args.size_budget is not None and args.size_budget <= 0:

@@ -1,5 +1,6 @@
-"""The Debian packages of the base images, pinned: build/debian.lock.json records each .deb's version, sha256 and
-pool path. Builds fetch exactly those (imagebuild/debs.py: Python and the mirror only). Resolving a new lock
+"""The Debian packages of the base images, pinned: build/debian.lock.json records, per Debian architecture (amd64,
+arm64: imagebuild/platforms.py) and per base (builder, runtime, debug), each .deb's version, sha256 and pool path.
+Builds fetch exactly those (imagebuild/debs.py: Python and the mirror only). Resolving a new lock
 (`--update-lock`, a maintainer's command) takes Debian's own tools: mmdebstrap resolves the packages and their
 dependencies from the mirror, and the mirror's Packages index gives each one's pool path.
 """
@@ -14,6 +15,7 @@ from typing import Any, Iterable
 
 from . import ROOT, BuildError, write_atomic
 from .debs import Deb, mirror
+from .platforms import Platform
 
 SUITE = "trixie"
 LOCK = ROOT / "build" / "debian.lock.json"
@@ -42,7 +44,18 @@ def read_groups(path: Path) -> dict[str, list[str]]:
 
 
 def read_lock() -> dict[str, Any]:
+    """The whole lock: {Debian architecture: {base: section}}."""
     return json.loads(LOCK.read_text(encoding="utf-8")) if LOCK.exists() else {}
+
+
+def sections(lock: dict[str, Any], platform: Platform) -> dict[str, Any]:
+    """The lock's sections for one platform ({} when it has none yet)."""
+    return lock.get(platform.debian, {})
+
+
+def with_sections(lock: dict[str, Any], platform: Platform, **updated: dict[str, Any]) -> dict[str, Any]:
+    """A new lock: `lock` with some of `platform`'s sections replaced."""
+    return {**lock, platform.debian: {**sections(lock, platform), **updated}}
 
 
 def write_lock(lock: dict[str, Any]) -> None:
@@ -50,19 +63,23 @@ def write_lock(lock: dict[str, Any]) -> None:
     write_atomic(LOCK, json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
 
-def mmdebstrap(variant: str, include: Iterable[str], target: Path) -> list[Deb]:
-    """Run mmdebstrap into a directory and return every .deb it downloaded (the essential ones included)."""
+def mmdebstrap(variant: str, include: Iterable[str], target: Path, platform: Platform) -> list[Deb]:
+    """Run mmdebstrap into a directory and return every .deb it downloaded (the essential ones included). For
+    another architecture than the host's, the apt variant runs maintainer scripts under emulation (mmdebstrap
+    needs qemu-user-static registered through binfmt_misc); the extract variant runs none."""
     if shutil.which("mmdebstrap") is None:
         raise BuildError("--update-lock resolves Debian packages with mmdebstrap, which this machine lacks: run it "
                          "on Debian or Ubuntu (`apt-get install mmdebstrap`), or in a Debian container; builds "
                          "need only the lock")
-    command = ["mmdebstrap", f"--variant={variant}", "--format=directory", "--include=" + ",".join(include),
+    command = ["mmdebstrap", f"--variant={variant}", f"--architectures={platform.debian}", "--format=directory",
+               "--include=" + ",".join(include),
                "--skip=cleanup/apt/cache", "--skip=essential/unlink", SUITE, str(target)]
     command.append(mirror())
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith(("E:", "W: Unable"))]
-        raise BuildError(f"mmdebstrap {variant} {SUITE} failed: {(errors or result.stderr.splitlines() or ['?'])[-1]} "
+        last = (errors or result.stderr.splitlines() or ['?'])[-1]
+        raise BuildError(f"mmdebstrap {variant} {SUITE} {platform.debian} failed: {last} "
                          f"(a version pinned in {LOCK.name} may have left the mirror: rerun with --update-lock)")
     debs = []
     for path in sorted((target / "var/cache/apt/archives").glob("*.deb")):
@@ -91,12 +108,13 @@ def lock_entry(deb: Deb) -> dict[str, str]:
     return {"version": deb.version, "sha256": deb.sha256, "file": deb.path.name}
 
 
-def with_pool_paths(section: dict[str, Any]) -> dict[str, Any]:
+def with_pool_paths(section: dict[str, Any], platform: Platform) -> dict[str, Any]:
     """The section with each package's pool path (the Packages index's Filename), checked against its sha256, so
-    that builds can fetch it by URL (imagebuild/debs.py). Reads the mirror's index of SUITE/main."""
+    that builds can fetch it by URL (imagebuild/debs.py). Reads the mirror's index of SUITE/main for the platform's
+    architecture (it lists the architecture-independent packages too)."""
     import lzma
     import urllib.request
-    index = f"{mirror()}/dists/{SUITE}/main/binary-amd64/Packages.xz"
+    index = f"{mirror()}/dists/{SUITE}/main/binary-{platform.debian}/Packages.xz"
     with urllib.request.urlopen(index, timeout=120) as response:
         text = lzma.decompress(response.read()).decode("utf-8", errors="replace")
     found: dict[tuple[str, str], tuple[str, str]] = {}
@@ -114,12 +132,13 @@ def with_pool_paths(section: dict[str, Any]) -> dict[str, Any]:
     return {**section, "packages": packages}
 
 
-def resolve_section(kind: str, wanted: list[str], update: bool, section: dict[str, Any]) -> dict[str, Any]:
+def resolve_section(kind: str, wanted: list[str], update: bool, section: dict[str, Any],
+                    platform: Platform) -> dict[str, Any]:
     """The lock's `kind` section, checked to cover `wanted`; empty with update=True (re-resolve everything)."""
     missing = [name for name in wanted if name not in section.get("packages", {})]
     if missing and not update:
-        raise BuildError(f"{LOCK.relative_to(ROOT)} has no {kind} entry for {', '.join(missing)}; "
-                         f"rerun with --update-lock")
+        raise BuildError(f"{LOCK.relative_to(ROOT)} has no {platform.debian} {kind} entry for "
+                         f"{', '.join(missing)}; rerun with --update-lock")
     return {} if update else section
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT, BuildError, debs
+from .bases import import_image
 from .debian_lock import lock_entry, mmdebstrap, pinned_names, resolve_section, verify_debs, with_pool_paths
+from .platforms import Platform
 from .progress import say
 
 PACKAGE = "busybox-static"
@@ -28,16 +30,16 @@ def reference(image: str) -> str:
     return f"{repository}:{tag}-debug"
 
 
-def busybox(update: bool, locked: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def busybox(update: bool, locked: dict[str, Any], platform: Platform) -> tuple[Path, dict[str, Any]]:
     """The busybox binary from the locked busybox-static .deb (fetched by imagebuild/debs.py, checked against the
     lock) and the lock's `debug` section (new when re-resolved: a maintainer's command, with Debian's tools)."""
-    section = resolve_section("debug", [PACKAGE], update, locked)
+    section = resolve_section("debug", [PACKAGE], update, locked, platform)
     if update:
         with tempfile.TemporaryDirectory(prefix="busybox-") as temporary:
             resolved = {deb.name: deb for deb in mmdebstrap("extract", pinned_names(section, [PACKAGE]),
-                                                            Path(temporary) / "root")}
+                                                            Path(temporary) / "root", platform)}
             verify_debs(resolved, section, "debug")
-            section = with_pool_paths({"packages": {PACKAGE: lock_entry(resolved[PACKAGE])}})
+            section = with_pool_paths({"packages": {PACKAGE: lock_entry(resolved[PACKAGE])}}, platform)
     cached = CACHE / section["packages"][PACKAGE]["sha256"] / "busybox"
     if cached.is_file():
         return cached, section
@@ -55,9 +57,9 @@ def busybox(update: bool, locked: dict[str, Any]) -> tuple[Path, dict[str, Any]]
     return cached, section
 
 
-def applets(client: Any, binary: Path) -> list[str]:
+def applets(client: Any, binary: Path, platform: Platform) -> list[str]:
     """The commands this busybox provides (`busybox --list`, run once per binary in a container of the binary
-    alone, since the build machine may not run Linux executables; kept beside the binary)."""
+    alone, of its platform, since the build machine may not run Linux executables; kept beside the binary)."""
     import docker.errors
     listed = binary.with_name("applets")
     if listed.is_file():
@@ -69,10 +71,11 @@ def applets(client: Any, binary: Path) -> list[str]:
         info.size, info.mode = binary.stat().st_size, 0o755
         with binary.open("rb") as handle:
             root.addfile(info, handle)
-    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    buffer.seek(0)
+    import_image(client, buffer, f"{repository}:{tag}", platform)
     try:
         output = client.containers.run(f"{repository}:{tag}", ["/busybox", "--list"], remove=True,
-                                       network_disabled=True).decode()
+                                       network_disabled=True, platform=platform.name).decode()
     except docker.errors.DockerException as exc:
         raise BuildError(f"busybox --list failed in a container: {exc}; remove {binary.parent} and build again") \
             from None

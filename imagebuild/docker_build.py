@@ -15,6 +15,7 @@ import docker.errors
 
 from . import ROOT, BuildError
 from .model_input import ModelSource, code_files, head_of_sample
+from .platforms import Platform
 from .progress import say
 
 # What each Dockerfile copies: the builder's context carries the wheels, the runtime's the service and the bundle,
@@ -66,6 +67,24 @@ def builder_context(wheelhouse: Path, requirements: Path) -> io.BytesIO:
             _add(tar, ROOT / name, name)
         for path in sorted(wheelhouse.iterdir()):
             if path.name.endswith((".whl", ".tar.gz", ".zip")):
+                _add(tar, path, f"wheelhouse/{path.name}")
+    return _tar(fill)
+
+
+CROSS_FILES = ("build/Dockerfile.cross", "build/trim.py", "build/runtime_trim.py", "build/runtime-trim.txt")
+
+
+def cross_context(wheelhouse: Path, requirements: Path, sysconfigdata: tuple[str, bytes]) -> io.BytesIO:
+    """What build/Dockerfile.cross copies, likewise: the requirements, another platform's wheelhouse, the trim
+    scripts and that platform's _sysconfigdata module (sysconfig/NAME)."""
+    def fill(tar: tarfile.TarFile) -> None:
+        _add(tar, requirements, "requirements.txt")
+        for name in CROSS_FILES:
+            _add(tar, ROOT / name, name)
+        _add_folder(tar, "sysconfig")
+        _add_bytes(tar, sysconfigdata[1], f"sysconfig/{sysconfigdata[0]}")
+        for path in sorted(wheelhouse.iterdir()):
+            if path.name.endswith(".whl"):
                 _add(tar, path, f"wheelhouse/{path.name}")
     return _tar(fill)
 
@@ -165,8 +184,9 @@ def derive_arguments(source: ModelSource) -> str:
 
 
 def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs: dict[str, str],
-          labels: dict[str, str]) -> str:
-    """Build one Dockerfile with no network for RUN steps; returns the image id, streams progress to stderr.
+          labels: dict[str, str], platform: Platform) -> str:
+    """Build one Dockerfile for `platform` with no network for RUN steps (under emulation when the engine runs
+    another platform); returns the image id, streams progress to stderr.
 
     Lines a step prints as `error: ...` (the card derivation's) become the BuildError's lines; `card:`, `trim:`
     and `prune:` lines are progress."""
@@ -176,7 +196,7 @@ def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs:
     errors: list[str] = []
     for chunk in client.api.build(fileobj=buffer, custom_context=True, dockerfile=dockerfile, tag=tag,
                                   buildargs=buildargs, labels=labels, rm=True, forcerm=True, network_mode="none",
-                                  decode=True):
+                                  platform=platform.name, decode=True):
         if "error" in chunk:
             if errors:
                 raise BuildError("\n".join(errors))

@@ -6,17 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT, BuildError
+from .platforms import AMD64, Platform
 from .report import mb
 
 BUDGET = ROOT / "build" / "size-budget.json"
 
 
-def budget(path: Path = BUDGET, grpc: bool = False, compressed: bool = False) -> int:
+def budget(path: Path = BUDGET, grpc: bool = False, compressed: bool = False, platform: Platform = AMD64) -> int:
     """The default image's budget, uncompressed or (`compressed`) gzip; with `grpc`, plus the allowance for
-    --grpc's packages."""
+    --grpc's packages; for a platform other than amd64, plus that platform's allowance if it has one (arm64's
+    wheels are larger uncompressed, not gzip)."""
     kept = json.loads(path.read_text(encoding="utf-8"))
     prefix = "gzip_" if compressed else ""
-    return int(kept[f"{prefix or 'uncompressed_'}bytes"]) + (int(kept[f"grpc_{prefix}bytes"]) if grpc else 0)
+    allowance = int(kept.get(f"{platform.debian}_{prefix}bytes", 0)) if platform != AMD64 else 0
+    return int(kept[f"{prefix or 'uncompressed_'}bytes"]) + (int(kept[f"grpc_{prefix}bytes"]) if grpc else 0) \
+        + allowance
 
 
 def check(report: dict[str, Any], limit: int, source: str = str(BUDGET.relative_to(ROOT)),

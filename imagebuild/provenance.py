@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT
+from .registry import MANIFEST_TYPE
 from .debian_lock import sha256_file
 
 STATEMENT = "https://in-toto.io/Statement/v1"
@@ -33,14 +34,15 @@ def _timestamp(seconds: float) -> str:
 def statement(*, parameters: dict[str, Any], source: dict[str, Any], locks: list[Path], model: Path,
               images: dict[str, tuple[str, str]], epoch: dict[str, Any], image: dict[str, Any],
               sbom: bytes, pushed: str | None, debug: dict[str, Any] | None, version: str,
-              started: float, finished: float) -> dict[str, Any]:
+              started: float, finished: float, pushed_type: str | None = None) -> dict[str, Any]:
     """The statement. `images`: role -> (reference, id) for the builder base, the builder and the runtime base;
-    `image`: the report's reference, id and layers; `pushed`: REPOSITORY@sha256:... or None."""
+    `image`: the report's reference, id and layers; `pushed`: REPOSITORY@sha256:... or None, a manifest or (a
+    multi-platform build) an image index, as `pushed_type` says."""
     subjects = [{"name": image["image"], "digest": _hex(image["id"])}]
     if pushed:
         repository, digest = pushed.split("@", 1)
         subjects.append({"name": repository, "digest": _hex(digest),
-                         "annotations": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json"}})
+                         "annotations": {"mediaType": pushed_type or MANIFEST_TYPE}})
     dependencies = [{"uri": f"git+{source['url']}@{source['commit']}", "digest": {"gitCommit": source["commit"]},
                      "annotations": {"dirty": source["dirty"]}}]
     dependencies += [{"name": path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name,

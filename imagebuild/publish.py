@@ -14,9 +14,14 @@ from typing import Any
 
 from . import BuildError
 from .http_calls import call_json, free_port, ready, wait_until
+from .platforms import Platform, of_engine
 from .progress import say
+from .registry import Pushed
 
 READY_TIMEOUT = 60.0
+EMULATED_READY_TIMEOUT = 600.0  # scikit-learn's import and the warm-up under qemu (measured: docs/platforms.md)
+EMULATION_HINT = ("another platform's image runs only where qemu-user-static is registered through binfmt_misc; "
+                  "Docker Desktop has it, on Linux see docs/platforms.md")
 # Docker's reference grammar for a repository (no tag, no digest): [host[:port]/]component(/component)*
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*$")
@@ -75,11 +80,12 @@ def _explain(registry: str, message: str, status: int = 0) -> str:
     return f"the registry {registry} answered: {message}"
 
 
-def verify(client: Any, pinned: str) -> None:
-    """Run the pulled image as production would and check that an example predicts as the image says."""
+def verify(client: Any, pinned: str, platform: Platform, emulated: bool) -> None:
+    """Run the pulled image as production would (on `platform`: under emulation when the engine runs another)
+    and check that an example predicts as the image says."""
     port = free_port()
     container = client.containers.run(
-        pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"],
+        pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"], platform=platform.name,
         security_opt=["no-new-privileges"], environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
 
@@ -88,39 +94,47 @@ def verify(client: Any, pinned: str) -> None:
         return container.status != "exited"
 
     try:
-        if wait_until(lambda: ready(base), READY_TIMEOUT, running) is None:
+        if wait_until(lambda: ready(base), EMULATED_READY_TIMEOUT if emulated else READY_TIMEOUT, running) is None:
             logs = container.logs().decode(errors="replace").strip().splitlines()
-            raise BuildError(f"{pinned} did not become ready: {(logs or ['no logs'])[-1]}")
+            hint = f" (run under emulation: {EMULATION_HINT})" if emulated else ""
+            raise BuildError(f"{pinned} ({platform.name}) did not become ready: {(logs or ['no logs'])[-1]}{hint}")
         example = call_json("GET", base + "/example")[1]["examples"][0]
         status, answer = call_json("POST", base + "/predict", example["request"])
         if status != 200 or answer != example["response"]:
-            raise BuildError(f"{pinned} answered {status} {answer} to its own example")
+            raise BuildError(f"{pinned} ({platform.name}) answered {status} {answer} to its own example")
     finally:
         container.remove(force=True)
 
 
-def publish(client: Any, image: str, repository: str, tags: list[str]) -> str:
-    """Push `image` as repository:tag for each tag, verify by digest; returns `repository@sha256:...`."""
+def publish(client: Any, images: list[tuple[Platform, str]], repository: str, tags: list[str]) -> Pushed:
+    """Push the images (one per platform) as repository:tag for each tag: one image as its manifest, several as
+    one image index; then pull each platform's image back by its own digest, run it (under emulation where the
+    engine cannot run it natively) and check a prediction. Returns what was pushed (its reference,
+    `repository@sha256:...`, names the index when there are several)."""
     import docker.errors
     from .registry import RegistryError, push
     check_repository(repository)
     registry = registry_of(repository)
     auth = _credentials(registry)
-    say(f"pushing {repository}:{', :'.join(tags)}")
+    names = ", ".join(platform.name for platform, _ in images)
+    say(f"pushing {repository}:{', :'.join(tags)} ({names})")
     try:
-        digest = push(client, image, repository, registry, tags, auth)
+        pushed = push(client, images, repository, registry, tags, auth)
     except RegistryError as exc:
         raise BuildError(f"push of {repository} failed: {_explain(registry, _scrub(str(exc), auth), exc.status)}") \
             from None
-    pinned = f"{repository}@{digest}"
-    say(f"pulling {pinned} back and running it")
-    try:
-        client.images.pull(pinned, auth_config=auth)
-    except docker.errors.APIError as exc:
-        raise BuildError(f"pull of {pinned} failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") \
-            from None
-    verify(client, pinned)
-    return pinned
+    engine = of_engine(client)
+    for platform, _ in images:
+        pinned = f"{repository}@{pushed.manifests[platform.name]}"
+        say(f"pulling {pinned} ({platform.name}) back and running it"
+            + ("" if platform == engine else " under emulation"))
+        try:
+            client.images.pull(pinned, auth_config=auth, platform=platform.name)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"pull of {pinned} failed: {_explain(registry, _scrub(exc.explanation or exc, auth))}") \
+                from None
+        verify(client, pinned, platform, emulated=platform != engine)
+    return pushed
 
 
 def tags_for(version: str, revision: str, latest: bool) -> list[str]:

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import BuildError, archive
+from .platforms import Platform
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CHUNK = 16 << 20  # bytes per upload request
@@ -198,11 +200,18 @@ def manifest(config: Blob, layers: list[Blob]) -> bytes:
     }, indent=3).encode()
 
 
-def push(client: Any, image: str, repository: str, registry: str, tags: list[str],
-         credentials: dict[str, str] | None) -> str:
-    """Push the engine's `image` as repository:tag for each tag; returns the manifest digest."""
-    session = Session(api_host(registry), is_secure(client, registry), credentials)
-    name = repository_path(repository, registry)
+@dataclass(frozen=True)
+class Pushed:
+    """What a push published: `repository@sha256:...` of the manifest (one image) or of the image index (several,
+    one per platform), its media type, and each platform's own manifest digest."""
+
+    reference: str
+    media_type: str
+    manifests: dict[str, str]  # platform name -> manifest digest
+
+
+def _push_image(session: Session, name: str, client: Any, image: str) -> bytes:
+    """Send an engine image's layers and config (those the registry lacks); returns its manifest document."""
     with tempfile.TemporaryDirectory(prefix="push-") as temporary:
         workdir = Path(temporary)
         with archive.saved(client.images.get(image)) as stream:
@@ -212,13 +221,50 @@ def push(client: Any, image: str, repository: str, registry: str, tags: list[str
                   for _, path in saved.layers]
         for blob in [*layers, config]:
             upload(session, name, blob)
-        document = manifest(config, layers)
-        digest = "sha256:" + hashlib.sha256(document).hexdigest()
-        for tag in tags:
-            _, headers, _ = session.request("PUT", session.url(f"/v2/{name}/manifests/{tag}"),
-                                            f"repository:{name}:pull,push", data=document,
-                                            headers={"Content-Type": MANIFEST_TYPE})
-            answered = headers.get("Docker-Content-Digest", digest)
-            if answered != digest:
-                raise BuildError(f"the registry stored {repository}:{tag} as {answered}, not {digest}")
-    return digest
+    return manifest(config, layers)
+
+
+def index(entries: list[tuple[Platform, bytes]]) -> bytes:
+    """The image index (Docker's manifest list, the type that goes with Docker v2 manifests) of one manifest per
+    platform, written the same way every time."""
+    def platform_of(platform: Platform) -> dict[str, str]:
+        return {"architecture": platform.architecture, "os": "linux",
+                **({"variant": platform.variant} if platform.variant else {})}
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": INDEX_TYPE,
+        "manifests": [{"mediaType": MANIFEST_TYPE, "size": len(document), "digest": _digest(document),
+                       "platform": platform_of(platform)} for platform, document in entries],
+    }, indent=3).encode()
+
+
+def _digest(document: bytes) -> str:
+    return "sha256:" + hashlib.sha256(document).hexdigest()
+
+
+def _put_manifest(session: Session, name: str, reference: str, document: bytes, media_type: str) -> None:
+    """PUT a manifest or index under a tag or its digest, and check the digest the registry says it stored."""
+    _, headers, _ = session.request("PUT", session.url(f"/v2/{name}/manifests/{reference}"),
+                                    f"repository:{name}:pull,push", data=document,
+                                    headers={"Content-Type": media_type})
+    answered = headers.get("Docker-Content-Digest", _digest(document))
+    if answered != _digest(document):
+        raise BuildError(f"the registry stored {name}:{reference} as {answered}, not {_digest(document)}")
+
+
+def push(client: Any, images: list[tuple[Platform, str]], repository: str, registry: str, tags: list[str],
+         credentials: dict[str, str] | None) -> Pushed:
+    """Push the engine's images, one per platform, as repository:tag for each tag: one image as its manifest;
+    several as an image index whose entries are their manifests, each pushed by its digest first."""
+    session = Session(api_host(registry), is_secure(client, registry), credentials)
+    name = repository_path(repository, registry)
+    documents = [(platform, _push_image(session, name, client, image)) for platform, image in images]
+    manifests = {platform.name: _digest(document) for platform, document in documents}
+    if len(documents) == 1:
+        document, media_type = documents[0][1], MANIFEST_TYPE
+    else:
+        for _, entry in documents:
+            _put_manifest(session, name, _digest(entry), entry, MANIFEST_TYPE)
+        document, media_type = index(documents), INDEX_TYPE
+    for tag in tags:
+        _put_manifest(session, name, tag, document, media_type)
+    return Pushed(f"{repository}@{_digest(document)}", media_type, manifests)

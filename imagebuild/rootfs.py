@@ -21,8 +21,9 @@ from .debs import Deb
 
 NONROOT = 65532
 MERGED_USR = ("bin/", "sbin/", "lib/", "lib64/")
-# Documentation, and glibc's iconv modules (8 MB): Python's codecs never load them.
-DROPPED_PREFIXES = ("usr/lib/x86_64-linux-gnu/gconv/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/",
+# Documentation, and glibc's iconv modules (8 MB; usr/lib/TRIPLET/gconv/): Python's codecs never load them.
+GCONV = re.compile(r"^usr/lib/[a-z0-9_]+-linux-gnu/gconv/")
+DROPPED_PREFIXES = ("usr/share/man/", "usr/share/info/", "usr/share/lintian/",
                     "usr/share/locale/", "usr/share/doc-base/", "usr/share/bug/", "etc/cron.", "etc/logrotate.d/")
 RUNTIME_TRIM = ROOT / "build" / "runtime-trim.txt"
 STDLIB_SOURCE = re.compile(r"^usr/lib/python3\.\d+/(?!(site|dist)-packages/).*\.py$")
@@ -96,7 +97,8 @@ def _trimmed(name: str) -> bool:
 def _keep(name: str) -> bool:
     """Drop documentation but each package's copyright file (licences travel with the binaries), and what
     build/runtime-trim.txt lists, and the standard library's sources (build/trim.py compiles them)."""
-    if any(name.startswith(prefix) for prefix in DROPPED_PREFIXES) or STDLIB_SOURCE.match(name) or _trimmed(name):
+    if any(name.startswith(prefix) for prefix in DROPPED_PREFIXES) or GCONV.match(name) or STDLIB_SOURCE.match(name) \
+            or _trimmed(name):
         return False
     if name.startswith("usr/share/doc/"):
         return name.count("/") == 3 or name.endswith("/copyright")

@@ -92,7 +92,7 @@ def document(reference: str, distributions: list[Distribution], debian: dict[str
 
 
 def _architecture(file: str) -> str:
-    """amd64 or all, from the .deb's name (name_version_arch.deb)."""
+    """The Debian architecture (amd64, arm64) or all, from the .deb's name (name_version_arch.deb)."""
     return file.removesuffix(".deb").rsplit("_", 1)[-1]
 
 

@@ -1,8 +1,8 @@
 """The wheelhouse: every locked requirement for the image, downloaded beforehand and hash-checked by pip.
 
-For each requirement, the wheel for the image's platform (cp313, any manylinux tag its glibc runs); where none exists, the
-sdist (still checked against requirements.txt's hashes) plus the wheels of its declared build backend, so the
-builder can build it into a wheel with no network.
+For each requirement, the wheel for the image's platform (cp313, any manylinux tag its glibc runs, for its machine:
+imagebuild/platforms.py); where none exists, the sdist (still checked against requirements.txt's hashes) plus the
+wheels of its declared build backend, so the builder can build it into a wheel with no network.
 """
 from __future__ import annotations
 
@@ -17,48 +17,45 @@ import zipfile
 from pathlib import Path
 
 from . import ROOT, BuildError
+from .platforms import AMD64, PYTHON_VERSION, Platform
 from .progress import say
 from .requirements import normalize
 
 CACHE = ROOT / ".cache" / "wheelhouse"
-# Every manylinux tag the runtime's glibc (Debian 13: 2.41) runs, spelled out: pip takes one tag per --platform
-# and does not widen manylinux_2_28 to older ones (scikit-learn 1.5-1.7's cp313 wheels are manylinux_2_17 only).
-# pip prefers the tags in the order given: 2_28 first (what the image was built with so far), then older, then
-# newer.
-PLATFORM = "manylinux_2_28_x86_64"
-RUNTIME_GLIBC = (2, 41)
-PLATFORMS = [PLATFORM] + [f"manylinux_2_{minor}_x86_64" for minor in range(27, 16, -1)] + ["manylinux2014_x86_64"] \
-    + [f"manylinux_2_{minor}_x86_64" for minor in range(29, RUNTIME_GLIBC[1] + 1)]
-PYTHON_VERSION = "3.13"
-TARGET = [*(argument for platform in PLATFORMS for argument in ("--platform", platform)),
-          "--python-version", PYTHON_VERSION, "--implementation", "cp"]
-RUNTIME = f"CPython {PYTHON_VERSION} on glibc {RUNTIME_GLIBC[0]}.{RUNTIME_GLIBC[1]} (manylinux 2.17 to 2.41)"
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]  # PEP 517's fallback when an sdist has no [build-system]
 # Compiled against BLAS, Fortran or each other: never built from source here, a wheel or a clear error.
 WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost", "xgboost-cpu"}
 
 
-def has_wheel(name: str, version: str) -> bool:
-    """Whether `name==version` publishes a wheel for the image (resolved, not downloaded)."""
-    with tempfile.TemporaryDirectory() as target:
+def target(platform: Platform) -> list[str]:
+    """pip's arguments for wheels that run on `platform`'s runtime."""
+    return [*(argument for tag in platform.wheel_tags() for argument in ("--platform", tag)),
+            "--python-version", PYTHON_VERSION, "--implementation", "cp"]
+
+
+def has_wheel(name: str, version: str, platform: Platform = AMD64) -> bool:
+    """Whether `name==version` publishes a wheel for the image on `platform` (resolved, not downloaded)."""
+    with tempfile.TemporaryDirectory() as folder:
         result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
                                  "--ignore-installed", "--disable-pip-version-check", "--only-binary=:all:",
-                                 *TARGET, "--target", target, f"{name}=={version}"], capture_output=True, text=True)
+                                 *target(platform), "--target", folder, f"{name}=={version}"],
+                                capture_output=True, text=True)
     return result.returncode == 0
 
 
-def require_wheel(name: str, version: str, why: str) -> None:
+def require_wheel(name: str, version: str, why: str, platforms: tuple[Platform, ...] = (AMD64,)) -> None:
     """Fail with one line, naming the oldest later release that would do, unless `name==version` publishes a wheel
-    for the image."""
-    if has_wheel(name, version):
-        return
-    later = oldest_with_wheel(name, version)
-    hint = f"{name} {later} is the oldest later release with one" if later else f"no later {name} release has one"
-    raise BuildError(f"{name} {version} ({why}) publishes no wheel for {RUNTIME}, the image's runtime: save the "
-                     f"model with a release that has one ({hint})")
+    for the image on each of `platforms`."""
+    for platform in platforms:
+        if has_wheel(name, version, platform):
+            continue
+        later = oldest_with_wheel(name, version, platform)
+        hint = f"{name} {later} is the oldest later release with one" if later else f"no later {name} release has one"
+        raise BuildError(f"{name} {version} ({why}) publishes no wheel for {platform.runtime()}, the image's "
+                         f"runtime on {platform.name}: save the model with a release that has one ({hint})")
 
 
-def oldest_with_wheel(name: str, after: str) -> str | None:
+def oldest_with_wheel(name: str, after: str, platform: Platform = AMD64) -> str | None:
     """The oldest release after `after` with a wheel for the image, trying each later minor release's newest
     patch from the oldest up (a few dry runs, only when a build is about to fail)."""
     from packaging.version import InvalidVersion, Version
@@ -75,7 +72,7 @@ def oldest_with_wheel(name: str, after: str) -> str | None:
         if version > start and not version.is_prerelease:
             newest_per_minor[version.release[:2]] = version
     for minor in sorted(newest_per_minor):
-        if has_wheel(name, str(newest_per_minor[minor])):
+        if has_wheel(name, str(newest_per_minor[minor]), platform):
             return str(newest_per_minor[minor])
     return None
 
@@ -117,45 +114,53 @@ def build_requires(sdist: Path) -> list[str]:
     return tomllib.loads(data.decode("utf-8")).get("build-system", {}).get("requires", DEFAULT_BUILD_REQUIRES)
 
 
-def fetch(block: str, target: Path) -> None:
-    """One requirement: its platform wheel, else its sdist and build backend (as wheels for the image)."""
+def fetch(block: str, folder: Path, platform: Platform = AMD64, from_source: bool = True) -> None:
+    """One requirement: its wheel for `platform`, else (`from_source`: the engine's own platform, whose builder
+    can compile) its sdist and build backend (as wheels for the image)."""
     name = re.split(r"[=<>!~ ;\\]", block, maxsplit=1)[0]
+    runtime = platform.runtime()
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as single:
         single.write(block + "\n")
         single.flush()
-        wheel = _pip("--no-deps", "--only-binary=:all:", *TARGET, "--require-hashes", "-d", str(target),
+        wheel = _pip("--no-deps", "--only-binary=:all:", *target(platform), "--require-hashes", "-d", str(folder),
                      "-r", single.name)
         if wheel.returncode == 0:
             return
+        if not from_source:
+            raise BuildError(f"{name} publishes no wheel for {runtime} (the image's runtime on {platform.name}), and "
+                             f"another platform than the engine's own is assembled from wheels only: build "
+                             f"{platform.name} on an engine of that platform, or leave it out")
         if normalize(name) in WHEEL_ONLY:
             version = re.search(r"==([^\s;\\]+)", block)
-            raise BuildError(f"{name} {version.group(1) if version else ''} publishes no wheel for {RUNTIME} (the "
-                             f"image's runtime), and it is not built from source here: train and save the model "
-                             f"with a {name} release that has one")
-        before = set(target.iterdir())
-        sdist = _pip("--no-deps", "--no-binary=:all:", "--require-hashes", "-d", str(target), "-r", single.name)
+            raise BuildError(f"{name} {version.group(1) if version else ''} publishes no wheel for {runtime} (the "
+                             f"image's runtime on {platform.name}), and it is not built from source here: train and "
+                             f"save the model with a {name} release that has one, or leave {platform.name} out")
+        before = set(folder.iterdir())
+        sdist = _pip("--no-deps", "--no-binary=:all:", "--require-hashes", "-d", str(folder), "-r", single.name)
         if sdist.returncode != 0:
-            raise BuildError(f"{name}: no wheel for {RUNTIME} ({_error(wheel)}), and no sdist either "
-                             f"({_error(sdist)})")
-    archive = next(path for path in set(target.iterdir()) - before)
+            raise BuildError(f"{name}: no wheel for {runtime} on {platform.name} ({_error(wheel)}), and no sdist "
+                             f"either ({_error(sdist)})")
+    archive = next(path for path in set(folder.iterdir()) - before)
     requires = build_requires(archive)
-    say(f"{name} has no wheel for {RUNTIME}: the builder will build {archive.name} (build backend: "
+    say(f"{name} has no wheel for {runtime}: the builder will build {archive.name} (build backend: "
         f"{', '.join(requires)})")
-    backend = _pip("--only-binary=:all:", *TARGET, "-d", str(target), *requires)
+    backend = _pip("--only-binary=:all:", *target(platform), "-d", str(folder), *requires)
     if backend.returncode != 0:
         raise BuildError(f"{name}: cannot fetch its build requirements {requires}: {_error(backend)}")
 
 
-def wheelhouse(requirements: Path, cache: Path = CACHE) -> Path:
-    """Fill (once per requirements.txt) a cache folder with what the builder installs; returns the folder."""
-    key = hashlib.sha256(requirements.read_bytes() + " ".join(PLATFORMS).encode()).hexdigest()[:12]
-    target = cache / key
-    done = target / ".complete"
+def wheelhouse(requirements: Path, platform: Platform = AMD64, cache: Path = CACHE, from_source: bool = True) -> Path:
+    """Fill (once per requirements.txt and platform) a cache folder with what the builder installs; returns it.
+    Without `from_source` (another platform than the engine's), every requirement must have a wheel."""
+    tags = " ".join(platform.wheel_tags())
+    key = hashlib.sha256(requirements.read_bytes() + tags.encode()).hexdigest()[:12]
+    folder = cache / key
+    done = folder / ".complete"
     if done.exists():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    say(f"downloading wheels for cp{PYTHON_VERSION.replace('.', '')} {PLATFORM}")
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"downloading wheels for cp{PYTHON_VERSION.replace('.', '')} {platform.wheel_tags()[0]}")
     for block in blocks(requirements):
-        fetch(block, target)
+        fetch(block, folder, platform, from_source)
     done.write_text("ok\n")
-    return target
+    return folder

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for testing: Debian packages (Docker engine, mmdebstrap for the second engine's root,
 # docker-registry, htpasswd, headless Chromium for the /docs test, wrk for the benchmark, Prometheus and promtool
-# for the metrics test), a running Docker engine, and the .venv with the pinned Python packages.
+# for the metrics test, qemu-user-static for the arm64 image's tests: tests/emulation.py registers it), a running
+# Docker engine, and the .venv with the pinned Python packages.
 # Idempotent: a second run only checks. Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,8 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 missing=()
 for pair in dockerd:docker.io mmdebstrap:mmdebstrap docker-registry:docker-registry htpasswd:apache2-utils \
-        chromium-headless-shell:chromium-headless-shell wrk:wrk promtool:prometheus; do
+        chromium-headless-shell:chromium-headless-shell wrk:wrk promtool:prometheus \
+        qemu-aarch64-static:qemu-user-static; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 # Debian's own Python with venv: the compatibility tests build as a user who is not root (tests/container/

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imagebuild.action import HOST_PLATFORM, arguments
+from imagebuild.action import arguments
 
 from .actions_harness import evaluate
 
@@ -83,15 +83,17 @@ def test_the_actions_inputs_become_the_builds_arguments(tmp_path):
                "INPUT_SAMPLE": "data/sample.csv", "INPUT_CODE": "src/features\nsrc/more, other",
                "INPUT_TAG": "churn:1.0", "INPUT_SIZE_BUDGET": "400", "INPUT_COMPARE": "base.json",
                "INPUT_MAX_GROWTH": "5", "INPUT_PUSH": "ghcr.io/me/churn", "INPUT_GRPC": "true",
-               "INPUT_PLATFORMS": HOST_PLATFORM}
+               "INPUT_PLATFORMS": "linux/arm64/v8, linux/amd64"}
     assert arguments(environ) == [
-        "--model", str(tmp_path / "models/churn.joblib"), "--sample", str(tmp_path / "data/sample.csv"),
+        "--model", str(tmp_path / "models/churn.joblib"), "--platform", "linux/arm64,linux/amd64",
+        "--sample", str(tmp_path / "data/sample.csv"),
         "--tag", "churn:1.0", "--size-budget", "400", "--compare", str(tmp_path / "base.json"),
         "--max-growth", "5", "--push", "ghcr.io/me/churn", "--code", str(tmp_path / "src/features"),
         "--code", str(tmp_path / "src/more"), "--code", str(tmp_path / "other"), "--grpc"]
+    assert arguments({**environ, "INPUT_PLATFORMS": ""})[-1] == "--grpc"  # default: the runner's own
     with pytest.raises(ValueError, match="input 'model' is required"):
         arguments({**environ, "INPUT_MODEL": " "})
-    with pytest.raises(ValueError, match="builds for the runner's own platform"):
+    with pytest.raises(ValueError, match="input 'platforms': platform 'linux/s390x': the image is built for"):
         arguments({**environ, "INPUT_PLATFORMS": "linux/s390x"})
     declared = set(load(ROOT / "action.yml")["inputs"])
     mapped = {key[6:].lower().replace("_", "-") for key in

@@ -50,7 +50,8 @@ def test_requirements_txt_must_come_from_requirements_in(project):
 
 def test_dockerfiles_pass_hadolint():
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), "Dockerfile.builder", "Dockerfile.runtime", "build/Dockerfile.debug"],
+    result = subprocess.run([str(hadolint), "Dockerfile.builder", "Dockerfile.runtime", "build/Dockerfile.debug",
+                             "build/Dockerfile.cross"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == "", result.stdout
 
@@ -121,8 +122,14 @@ def test_runtime_package_list_has_layers_and_no_shell():
     names = {name for group in groups.values() for name in group}
     assert not names & {"dash", "bash", "busybox", "apt", "dpkg", "coreutils"}
     lock = debian_lock.read_lock()
-    assert set(lock["runtime"]["packages"]) == names
-    assert all(len(entry["sha256"]) == 64 for entry in lock["runtime"]["packages"].values())
+    assert sorted(lock) == ["amd64", "arm64"]
+    for architecture, sections in lock.items():
+        assert set(sections["runtime"]["packages"]) == names
+        for kind in ("builder", "runtime", "debug"):
+            entries = sections[kind]["packages"].values()
+            assert all(len(entry["sha256"]) == 64 for entry in entries)
+            # each .deb of the architecture's own, or architecture-independent
+            assert all(entry["path"].endswith((f"_{architecture}.deb", "_all.deb")) for entry in entries)
 
 
 def test_build_without_docker_engine_is_one_clear_line():

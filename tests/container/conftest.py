@@ -87,10 +87,10 @@ def wait_ready(running: Running, timeout: float = READY_TIMEOUT) -> float:
 @contextlib.contextmanager
 def run_container(client: Any, reference: str, request: pytest.FixtureRequest,
                   environment: dict[str, str] | None = None, port_variable: str = "SERVICE_PORT",
-                  **options: Any) -> Iterator[Running]:
+                  ready_timeout: float = READY_TIMEOUT, **options: Any) -> Iterator[Running]:
     """Run as production should: host network on loopback only, read-only root, no capabilities; the port goes
     to `port_variable` (a platform's own, say); `options` go to the docker SDK's containers.run (a memory limit,
-    a command).
+    a command, a platform); `ready_timeout` is longer for an image run under emulation.
 
     If a test fails while it runs, its logs go to the real stderr; the container is always removed."""
     failures_before = request.session.testsfailed
@@ -101,7 +101,7 @@ def run_container(client: Any, reference: str, request: pytest.FixtureRequest,
         environment={"SERVICE_HOST": "127.0.0.1", port_variable: str(port), **(environment or {})}, **options)
     running = Running(container, port)
     try:
-        wait_ready(running)
+        wait_ready(running, ready_timeout)
         yield running
     finally:
         if request.session.testsfailed > failures_before:

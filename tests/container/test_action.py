@@ -80,11 +80,12 @@ def test_the_action_builds_gates_pushes_and_fails_on_growth(tmp_path, registry, 
 
 
 def test_an_input_the_build_cannot_take_is_one_line(tmp_path):
-    outcome = run_action(ROOT, {"model": "model.joblib", "platforms": "linux/amd64,linux/arm64"}, tmp_path,
+    outcome = run_action(ROOT, {"model": "model.joblib", "platforms": "linux/amd64,linux/s390x"}, tmp_path,
                          tmp_path / "runner")
     assert outcome.failed and outcome.steps[-1]["code"] == 2
-    assert outcome.steps[-1]["stderr"] == ("error: input 'platforms': this action builds for the runner's own "
-                                           "platform (linux/amd64) only; got linux/amd64, linux/arm64\n")
+    assert outcome.steps[-1]["stderr"] == ("error: input 'platforms': platform 'linux/s390x': the image is built "
+                                           "for linux/amd64 and linux/arm64 (the Debian 13 and manylinux platforms "
+                                           "whose packages the lock pins)\n")
 
 
 def test_the_pull_request_size_check_as_the_workflow_runs_it(tmp_path, default_image, docker_client):

@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from imagebuild import cli
+from imagebuild.platforms import AMD64
 from imagebuild.publish import publish
 
 from ..hostile import ANSWER, RECORD
@@ -187,13 +188,14 @@ def suites_push(registry, docker_client, default_image) -> str:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGISTRY_USERNAME", USER_OF_REGISTRY)
         patch.setenv("REGISTRY_PASSWORD", PASSWORD)
-        return publish(docker_client, default_image["image"], f"{registry.host}/from-suite", ["a"])
+        return publish(docker_client, [(AMD64, default_image["image"])], f"{registry.host}/from-suite", ["a"]).reference
 
 
 def test_push_gives_the_suites_digest(engine, registry, credentials, suites_push, default_image):
     """The same bytes from every engine and store: the suite's engine's push and this one's are one manifest."""
     suites = suites_push
     with docker_host(engine.host):
-        pushed = publish(engine.client, default_image["image"], f"{registry.host}/from-26-{engine.store}", ["a"])
+        pushed = publish(engine.client, [(AMD64, default_image["image"])], f"{registry.host}/from-26-{engine.store}",
+                         ["a"]).reference
     assert pushed.split("@")[1] == suites.split("@")[1]
     print(f"\n{engine.store}: pushed {pushed}", file=sys.__stderr__)

@@ -11,6 +11,7 @@ import pytest
 
 from imagebuild import BuildError, cli
 from imagebuild.docker_build import revision
+from imagebuild.platforms import AMD64
 from imagebuild.publish import publish
 from service import __version__
 
@@ -55,8 +56,8 @@ def test_the_debug_twin_is_pushed_only_with_debug_and_recorded(registry, credent
 
 def test_pushing_the_same_build_twice_gives_the_same_digest(registry, credentials, docker_client, image):
     repository = f"{registry.host}/twice"
-    first = publish(docker_client, image["image"], repository, ["a"])
-    second = publish(docker_client, image["image"], repository, ["b"])
+    first = publish(docker_client, [(AMD64, image["image"])], repository, ["a"]).reference
+    second = publish(docker_client, [(AMD64, image["image"])], repository, ["b"]).reference
     assert first.split("@")[1] == second.split("@")[1]
 
 
@@ -67,7 +68,8 @@ def test_docker_config_file_credentials_are_used(registry, tmp_path, monkeypatch
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    pinned = publish(docker.from_env(timeout=600), image["image"], f"{registry.host}/from-config", ["c"])
+    pinned = publish(docker.from_env(timeout=600), [(AMD64, image["image"])], f"{registry.host}/from-config",
+                     ["c"]).reference
     assert pinned.startswith(f"{registry.host}/from-config@sha256:")
 
 
@@ -87,11 +89,11 @@ def test_wrong_password_fails_with_one_clear_line_and_no_secret(registry, image)
 
 def test_registry_down_is_a_clear_error(credentials, docker_client, image):
     with pytest.raises(BuildError, match="unreachable"):
-        publish(docker_client, image["image"], f"127.0.0.1:{free_port()}/nothing-listens", ["x"])
+        publish(docker_client, [(AMD64, image["image"])], f"127.0.0.1:{free_port()}/nothing-listens", ["x"])
 
 
 def test_half_given_credentials_are_refused(monkeypatch, docker_client, image):
     monkeypatch.setenv("REGISTRY_USERNAME", USER)
     monkeypatch.delenv("REGISTRY_PASSWORD", raising=False)
     with pytest.raises(BuildError, match="set both REGISTRY_USERNAME and REGISTRY_PASSWORD"):
-        publish(docker_client, image["image"], "127.0.0.1:1/x", ["x"])
+        publish(docker_client, [(AMD64, image["image"])], "127.0.0.1:1/x", ["x"])
