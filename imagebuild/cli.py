@@ -280,7 +280,7 @@ def build_cross(client: Any, args: argparse.Namespace, target: Target, native: B
         debian_lock.write_lock(debian_lock.with_sections(lock, platform, runtime=section))
     sbom_text = platform_sbom(args, target, source, requirements_path, wheelhouse, runtime, epoch)
     builder_base = native.images["builder base"][0]
-    parts = f"{docker_build.builder_reference(reference)}-venv"
+    parts = docker_build.cross_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
     say(f"building {platform.name}'s venv {parts} on {builder_base} (no emulator: its wheels are unpacked, not run)")
     parts_id = docker_build.build(client, docker_build.cross_context(wheelhouse, requirements_path,
@@ -366,7 +366,7 @@ def build(args: argparse.Namespace) -> list[dict[str, Any]]:
         say(f"the engine runs {engine.name}: {', '.join(foreign)} assembled from its image, with no emulator")
     from .debug_twin import reference as twin_of
     kept = [name for target in targets for name in (docker_build.builder_reference(target.reference),
-            f"{docker_build.builder_reference(target.reference)}-venv", docker_build.cache_reference(target.reference),
+            docker_build.cross_reference(target.reference), docker_build.cache_reference(target.reference),
             docker_build.cache_reference(twin_of(target.reference)))]
     builts: list[Built] = []
     with contextlib.ExitStack() as stack:

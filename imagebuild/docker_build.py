@@ -139,6 +139,12 @@ def builder_reference(reference: str) -> str:
     return f"{repository}-builder:{tag}"
 
 
+def cross_reference(reference: str) -> str:
+    """The tag of another platform's venv and standard library (build/Dockerfile.cross) for its image
+    `reference`: REPOSITORY-builder:TAG-venv, kept beside the builder so the next build reuses it."""
+    return f"{builder_reference(reference)}-venv"
+
+
 def cache_reference(reference: str) -> str:
     """The tag of the image as Dockerfile.runtime built it, before imagebuild/reproducible.py rewrote it:
     REPOSITORY-cache:TAG, kept so the next build of `reference` starts from its layers."""

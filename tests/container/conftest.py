@@ -165,12 +165,12 @@ class Builds:
 
 
 def remove_build(client: Any, reference: str) -> None:
-    """What a build of `reference` left on the engine: the image, its builder, the image as built, the debug twin
-    and their untagged predecessors."""
+    """What a build of `reference` left on the engine: the image, its builder (or, for another platform's image,
+    its venv's build), the image as built, the debug twin and their untagged predecessors."""
     import docker.errors
     twin = debug_twin.reference(reference)
     for name in (twin, docker_build.cache_reference(twin), reference, docker_build.builder_reference(reference),
-                 docker_build.cache_reference(reference)):
+                 docker_build.cross_reference(reference), docker_build.cache_reference(reference)):
         try:
             client.images.remove(name)
         except docker.errors.ImageNotFound:

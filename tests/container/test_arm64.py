@@ -14,15 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 
-from imagebuild import registry as registry_api
+from imagebuild import cli, registry as registry_api
 from imagebuild.http_calls import call
 from service import __version__
 
 from ..emulation import arm64_emulation
-from .conftest import PASSWORD, USER, remove_build, run_container
+from .conftest import BUDGET_MB, PASSWORD, USER, remove_build, run_container, tag
 
 pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +32,15 @@ RANDOM_ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def multi(registry, default_image, docker_client, tmp_path_factory) -> Any:
-    """The README's multi-platform command, pushing to the suite's registry: (stdout, the two reports, seconds)."""
+def emulation() -> None:
     reason = arm64_emulation()
     if reason:
         pytest.skip(f"arm64 images cannot run here: {reason}")
+
+
+@pytest.fixture(scope="module")
+def multi(emulation, registry, default_image, docker_client, tmp_path_factory) -> Any:
+    """The README's multi-platform command, pushing to the suite's registry: (stdout, the two reports, seconds)."""
     folder = tmp_path_factory.mktemp("multi")
     started = time.monotonic()
     result = subprocess.run(
@@ -114,3 +119,32 @@ def test_the_arm64_image_answers_as_the_amd64_image_bit_for_bit(multi, docker_cl
             answers = [call("POST", running.url + "/predict", raw, {"Content-Type": "application/json"})
                        for running in (native, emulated)]
             assert answers[0][0] == 200 and (answers[0][0], answers[0][2]) == (answers[1][0], answers[1][2]), body
+
+
+def test_a_dataframe_model_answers_on_arm64_as_on_amd64_and_as_model_predict(emulation, trained, tmp_path,
+                                                                            docker_client, request):
+    """A model is architecture-free, its packages are not: the forest pipeline on a DataFrame (pandas), built for
+    both platforms, answers its rows with the same bytes on each, and as model.predict did in training."""
+    item = trained["forest"]
+    model, sample = tmp_path / "forest.joblib", tmp_path / "forest-sample.csv"
+    joblib.dump(item.model, model)
+    item.sample.to_csv(sample, index=False)
+    reference = tag("forest-multi")
+    try:
+        assert cli.main(["--platform", "linux/amd64,linux/arm64", "--model", str(model), "--sample", str(sample),
+                         "--tag", reference, "--size-budget", BUDGET_MB,
+                         "--report", str(tmp_path / "report.json")]) == 0
+        raw = item.rows.to_json(orient="records").encode()
+        answers = []
+        for image, options in ((reference, {}), (f"{reference}-arm64", {"platform": "linux/arm64",
+                                                                       "ready_timeout": EMULATED_READY})):
+            with run_container(docker_client, image, request, **options) as running:
+                status, _, body = call("POST", running.url + "/predict", raw, {"Content-Type": "application/json"})
+                assert status == 200, body
+                answers.append(body)
+        assert answers[0] == answers[1]
+        assert json.loads(answers[0])["predictions"] == item.model.predict(item.rows).tolist()
+        assert "pandas" in {p["name"] for p in json.loads((tmp_path / "report-arm64.json").read_text())["packages"]}
+    finally:
+        remove_build(docker_client, f"{reference}-arm64")
+        remove_build(docker_client, reference)
