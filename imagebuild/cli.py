@@ -377,6 +377,10 @@ def build(args: argparse.Namespace) -> list[dict[str, Any]]:
             built = native if target == native_target else \
                 build_cross(client, args, target, native, source, requirements_path, epoch)
             builts.append(finish(client, args, built, requirements_path, epoch))
+        if args.bundle_out:  # the bundle is the same in every platform's image
+            from . import served
+            served.write_bundle(client, builts[0].target.reference, args.bundle_out)
+            say(f"wrote the served bundle to {args.bundle_out}")
         bases_in_use = {ref for built in [native, *builts] for ref in (built.result["bases"]["builder"],
                                                                       built.result["bases"]["runtime"])}
         from . import bases

@@ -73,5 +73,6 @@ def test_a_scikit_learn_without_a_wheel_for_the_image_is_one_line(tmp_path, caps
     assert cli.main(["--model", str(tmp_path / "old.joblib"), "--tag", "byo-old:test"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: scikit-learn 1.3.2 (the version the model was saved with) publishes no wheel for "
-                      "CPython 3.13 on glibc 2.41 (manylinux 2.17 to 2.41), the image's runtime: save the model with "
-                      "a release that has one (scikit-learn 1.5.2 is the oldest later release with one)"]
+                      "CPython 3.13 on glibc 2.41 x86_64 (manylinux 2.17 to 2.41), the image's runtime on linux/amd64: "
+                      "save the model with a release that has one (scikit-learn 1.5.2 is the oldest later release "
+                      "with one)"]
