@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagebuild import docker_build, wheels
+from imagebuild import docker_build, platforms, wheels
 
 pytestmark = pytest.mark.container
 
@@ -24,7 +24,7 @@ def test_sdist_only_requirement_is_built_in_the_builder(tmp_path, docker_client,
     tag = "sklearn-model-service-sdist-test:latest"
     context = docker_build.builder_context(house, requirements)
     docker_build.build(docker_client, context, "Dockerfile.builder", tag, {"BUILDER_BASE": base},
-                       {docker_build.BUILD_LABEL: tag})
+                       {docker_build.BUILD_LABEL: tag}, platforms.of_engine(docker_client))
     try:
         output = docker_client.containers.run(
             tag, ["/opt/venv/bin/python", "-c", "import docopt, sys; print(docopt.__version__, docopt.__file__)"],
