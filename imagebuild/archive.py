@@ -164,6 +164,20 @@ def image_id(config: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(config_bytes(config)).hexdigest()
 
 
+def load(client: Any, out: Path, config: dict[str, Any], layers: list[tuple[str, Path]], reference: str,
+         what: str) -> str:
+    """Write the `docker load` archive at `out` and load it as `reference`; returns the engine's id of it. A refusal
+    is one line naming `what` was loaded."""
+    import docker.errors
+    write(out, config, layers, reference)
+    with out.open("rb") as handle:
+        try:
+            client.images.load(handle)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"docker load of {what} failed: {exc.explanation or exc}") from None
+    return client.images.get(reference).id
+
+
 def write(out: Path, config: dict[str, Any], layers: list[tuple[str, Path]], reference: str) -> None:
     """A `docker load` archive: each layer (its diff_id, its tar) under its digest, the config, the manifest."""
     data = config_bytes(config)

@@ -26,7 +26,7 @@ from . import BuildError, archive, debs
 from .debian_lock import read_lock, sections
 from .docker_build import BUILD_LABEL
 from .platforms import Platform
-from .reproducible import normalize_layer
+from .reproducible import normalize_layer, rewrite_layer
 
 DOCKERFILE = "build/Dockerfile.cross"
 STDLIB_PACKAGE = "libpython3.13-minimal"  # holds _sysconfigdata__linux_<triplet>.py
@@ -74,19 +74,11 @@ def _sbom_layer(template: Path, text: str, out: Path) -> str:
     return diff_id
 
 
-def _normalized(path: Path) -> tuple[str, Path]:
-    out = path.with_suffix(".normalized.tar")
-    with tarfile.open(path) as source:
-        diff_id = normalize_layer(source, out)
-    return diff_id, out
-
-
 def assemble(client: Any, template: str, template_base: str, base: str, parts: str, sbom: str,
              platform: Platform, reference: str) -> str:
     """Load as `reference` the image of `platform` made from `template` (the engine's own image, on
     `template_base`): `base`'s layers for the base's, `parts`' two layers (Dockerfile.cross) for the venv's and
     the standard library's, `sbom` in the SBOM's layer. Returns the engine's id of it."""
-    import docker.errors
     with tempfile.TemporaryDirectory(prefix="cross-") as temporary:
         workdir = Path(temporary)
 
@@ -105,7 +97,7 @@ def assemble(client: Any, template: str, template_base: str, base: str, parts: s
         if len(made.layers) != 2 or "/opt/venv" not in created[VENV] or "sbom" not in created[SBOM]:
             raise BuildError(f"{template}'s layers are not Dockerfile.runtime's (venv, standard library, ..., SBOM): "
                              f"imagebuild/cross.py cannot assemble the {platform.name} image from them")
-        layers = [*bases.layers, *(_normalized(path) for _, path in made.layers), *own[STDLIB + 1:SBOM],
+        layers = [*bases.layers, *(rewrite_layer(path) for _, path in made.layers), *own[STDLIB + 1:SBOM],
                   (_sbom_layer(own[SBOM][1], sbom, workdir / "sbom.tar"), workdir / "sbom.tar")]
         labels = {**engines.config["config"].get("Labels", {}), **bases.config["config"].get("Labels", {}),
                   BUILD_LABEL: reference}  # the base's lock key, and this image's build
@@ -115,12 +107,5 @@ def assemble(client: Any, template: str, template_base: str, base: str, parts: s
                   "config": {**engines.config["config"], "Labels": labels},
                   "history": bases.config.get("history", []) + history[base_steps:],
                   "rootfs": {"type": "layers", "diff_ids": [diff_id for diff_id, _ in layers]}}
-        image_tar = workdir / "image.tar"
-        archive.write(image_tar, config, layers, reference)
-        with image_tar.open("rb") as handle:
-            try:
-                client.images.load(handle)
-            except docker.errors.APIError as exc:
-                raise BuildError(f"docker load of the {platform.name} image {reference} failed: "
-                                 f"{exc.explanation or exc}") from None
-    return client.images.get(reference).id
+        return archive.load(client, workdir / "image.tar", config, layers, reference,
+                            f"the {platform.name} image {reference}")

@@ -136,31 +136,23 @@ def reproduce(client: Any, built: str, reference: str, base: str, epoch: Epoch, 
 def normalize(client: Any, built: str, reference: str, base: str, epoch: Epoch, measure: Measure | None = None) -> str:
     """Rewrite the image `built` (on `base`) as described above and load it as `reference`; returns the engine's
     id of it (the config's digest; with the containerd image store, the manifest's)."""
-    import docker.errors
     keep = set(client.images.get(base).attrs["RootFS"]["Layers"])
     base_steps = len(client.api.history(base))
     with tempfile.TemporaryDirectory(prefix="normalize-") as temporary:
         workdir = Path(temporary)
         with archive.saved(client.images.get(built)) as stream:
             image = archive.read_saved(stream, workdir)
-        layers = [(diff_id, path) if diff_id in keep else _rewritten(path) for diff_id, path in image.layers]
+        layers = [(diff_id, path) if diff_id in keep else rewrite_layer(path) for diff_id, path in image.layers]
         rewritten = normalized_config(image.config, [digest for digest, _ in layers], epoch, base_steps)
-        image_tar = workdir / "image.tar"
-        archive.write(image_tar, rewritten, layers, reference)
-        with image_tar.open("rb") as handle:
-            try:
-                client.images.load(handle)
-            except docker.errors.APIError as exc:
-                raise BuildError(f"docker load of the normalized {reference} failed: {exc.explanation or exc}") \
-                    from None
-        engine_id = client.images.get(reference).id
+        engine_id = archive.load(client, workdir / "image.tar", rewritten, layers, reference,
+                                 f"the normalized {reference}")
         if measure is not None:
             measure(engine_id, rewritten, layers)
     return engine_id
 
 
-def _rewritten(path: Path) -> tuple[str, Path]:
-    """A layer the Dockerfile added, rewritten beside itself; returns its new diff_id and file."""
+def rewrite_layer(path: Path) -> tuple[str, Path]:
+    """A layer an engine made, normalized beside itself (the original goes); returns its new diff_id and file."""
     out = path.with_suffix(".normalized.tar")
     with tarfile.open(path) as source:
         diff_id = normalize_layer(source, out)
