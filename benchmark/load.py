@@ -16,11 +16,11 @@ wrk.body = {body}
 # wrk --latency prints 50/75/90/99 only; its done() callback reads any percentile from the same histogram (us).
 PERCENTILES = (50, 90, 99, 99.9)
 DONE = """done = function(summary, latency, requests)
-  for _, p in ipairs({%s}) do
-    io.write(string.format("percentile %%s %%d\\n", p, latency:percentile(p)))
+  for _, p in ipairs({{{percentiles}}}) do
+    io.write(string.format("percentile %s %d\\n", p, latency:percentile(p)))
   end
 end
-""" % ", ".join(map(str, PERCENTILES))
+""".format(percentiles=", ".join(map(str, PERCENTILES)))
 
 
 class LoadError(Exception):
@@ -45,12 +45,20 @@ class Load:
         return asdict(self)
 
 
+def _first(pattern: str, output: str) -> str:
+    """The first group of the pattern's first match in a line of wrk's output; ValueError if none."""
+    found = re.search(pattern, output, re.M)
+    if found is None:
+        raise ValueError(f"no line matches {pattern}")
+    return found.group(1)
+
+
 def parse(output: str, concurrency: int, seconds: float) -> Load:
     """The numbers in wrk's output, with the percentiles our done() callback prints."""
     try:
-        requests = int(re.search(r"^\s+(\d+) requests in", output, re.M).group(1))
-        rate = float(re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M).group(1))
-    except (AttributeError, ValueError) as exc:
+        requests = int(_first(r"^\s+(\d+) requests in", output))
+        rate = float(_first(r"^Requests/sec:\s+([\d.]+)", output))
+    except ValueError as exc:
         raise LoadError(f"unreadable wrk output: {output[-500:]!r}") from exc
     percentiles = {float(p): int(us) / 1000 for p, us in re.findall(r"^percentile ([\d.]+) (\d+)$", output, re.M)}
     if requests == 0:

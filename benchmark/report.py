@@ -120,14 +120,14 @@ def latency_chart(results: dict[str, Any]) -> bytes:
         if "no-op" in run["route"] or run["server"] == "book-style Flask":
             continue
         rates = [load["requests_per_second"] for load in run["loads"]]
-        for axes, key in zip(panels, ("p50_ms", "p99_ms")):
+        for axes, key in zip(panels, ("p50_ms", "p99_ms"), strict=True):
             line, = axes.plot(rates, [load[key] if load[key] is not None else float("nan") for load in run["loads"]],
                               marker="o", label=_label(run))
-            for load, rate in zip(run["loads"], rates):
+            for load, rate in zip(run["loads"], rates, strict=True):
                 if load[key] is not None:
                     axes.annotate(str(load["concurrency"]), (rate, load[key]), fontsize=6, color=line.get_color(),
                                   textcoords="offset points", xytext=(3, 3))
-    for axes, key in zip(panels, ("p50", "p99")):
+    for axes, key in zip(panels, ("p50", "p99"), strict=True):
         axes.set_yscale("log")
         axes.set_xlabel("requests/s")
         axes.set_title(f"{key} latency (ms) against throughput; labels: connections")

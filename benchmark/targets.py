@@ -8,7 +8,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from imagebuild.http_calls import call, free_port, wait_until
 
@@ -47,7 +48,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, Any]:
+def post(url: str, body: bytes | None, timeout: float = 10) -> tuple[int, Any]:
     """POST a JSON body; the status and the JSON answer."""
     status, _, data = call("POST", url, body, {"Content-Type": "application/json"}, timeout)
     return status, json.loads(data) if status == 200 else None

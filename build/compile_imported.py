@@ -23,8 +23,8 @@ def main(argv: list[str]) -> int:
     targets = [(prefix, Path(staging)) for prefix, staging in (pair.split("=", 1) for pair in argv[1:])]
     from service.app import create_app
     create_app()  # imports Flask, waitress-free app code, the estimator's modules; predicts the examples
-    import service.server  # noqa: F401  (waitress and the serving loop)
-    import service.healthcheck  # noqa: F401
+    import service.server
+    import service.healthcheck  # noqa: F401 - imported for its bytecode and its imports'
     globs = patterns()
     missing = sorted({name.split(".")[0] for name, module in list(sys.modules.items())
                       if trimmed((getattr(module, "__file__", None) or "").lstrip("/"), globs)})

@@ -29,7 +29,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 VENV = Path("/opt/venv")
 STDLIB_STAGING = Path("/staging/stdlib")
@@ -183,7 +184,7 @@ def copy_kept(source: Path, target: Path, keep: Callable[[Path], bool]) -> list[
     return left_out
 
 
-def summary(site: Path, venv_left: list[Path], stdlib_left: list[Path]) -> dict[str, object]:
+def summary(site: Path, venv_left: list[Path], stdlib_left: list[Path]) -> dict[str, Any]:
     """What was left out: files, bytes, bytes per installed package (numpy.libs counts as numpy)."""
     packages: dict[str, int] = {}
     for path in venv_left:

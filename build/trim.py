@@ -32,7 +32,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from runtime_trim import patterns, trimmed
 
@@ -123,10 +123,10 @@ def trim(site: Path) -> dict[str, tuple[int, int]]:
     for path in sorted(site.glob(VENDORED_LIBS)):
         if path.is_symlink() or not path.is_file():
             continue
-        kept = first_copy.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
-        if kept != path:
+        first = first_copy.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+        if first != path:
             drop("duplicate vendored libraries (now symlinks)", path)
-            path.symlink_to(os.path.relpath(kept, path.parent))
+            path.symlink_to(os.path.relpath(first, path.parent))
     return {rule: (count, nbytes) for rule, (count, nbytes) in removed.items()}
 
 

@@ -21,7 +21,8 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import IO, Any, BinaryIO, cast
+from collections.abc import Iterator
 
 from . import BuildError
 
@@ -74,6 +75,20 @@ class ArchiveError(BuildError):
 GZIP, ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
+def _member_file(archive: tarfile.TarFile, member: str | tarfile.TarInfo) -> IO[bytes]:
+    """A regular file of a tar archive, to read (BuildError for a folder, a device or a missing link)."""
+    handle = archive.extractfile(member)
+    if handle is None:
+        raise BuildError(f"{member if isinstance(member, str) else member.name}: not a regular file in its archive")
+    return handle
+
+
+def member_bytes(archive: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    """A regular file's bytes from a tar archive."""
+    with _member_file(archive, member) as handle:
+        return handle.read()
+
+
 class Digesting:
     """A writable file that also takes the sha256 and the size of what is written through it, so that a file is
     hashed as it is written instead of read again."""
@@ -102,7 +117,7 @@ def read_saved(stream: tarfile.TarFile, workdir: Path) -> Saved:
             path = workdir / f"member-{len(files)}"
             with path.open("wb") as out:
                 digesting = Digesting(out)
-                shutil.copyfileobj(stream.extractfile(member), digesting, 1 << 20)  # type: ignore[arg-type]
+                shutil.copyfileobj(_member_file(stream, member), digesting, 1 << 20)
             files[member.name] = (path, digesting.digest)
     config_name, layer_names = _declared(files)
     layers = [_uncompressed(*_member(files, name), workdir / f"layer-{index}.tar")
@@ -148,7 +163,7 @@ def _uncompressed(path: Path, digest: str, out: Path) -> tuple[str, Path]:
         digesting = Digesting(plain)
         if magic == ZSTD:
             import zstandard
-            zstandard.ZstdDecompressor().copy_stream(raw, digesting)
+            zstandard.ZstdDecompressor().copy_stream(raw, cast(BinaryIO, digesting))  # it only calls write()
         else:
             shutil.copyfileobj(gzip.GzipFile(fileobj=raw), digesting, 1 << 20)
     path.unlink()
@@ -184,7 +199,7 @@ def write(out: Path, config: dict[str, Any], layers: list[tuple[str, Path]], ref
     config_name = hashlib.sha256(data).hexdigest() + ".json"
     names = [f"{digest.removeprefix('sha256:')}/layer.tar" for digest, _ in layers]
     with tarfile.open(out, "w") as archive:
-        for name, (_, path) in zip(names, layers):
+        for name, (_, path) in zip(names, layers, strict=True):
             archive.add(path, arcname=name)
         manifest = json.dumps([{"Config": config_name, "RepoTags": [reference], "Layers": names}]).encode()
         for name, payload in ((config_name, data), ("manifest.json", manifest)):

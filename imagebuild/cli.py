@@ -420,11 +420,12 @@ def build(args: argparse.Namespace) -> list[dict[str, Any]]:
         tags = tags_for(version, docker_build.revision(), args.latest)
         pushed = publish(client, [(built.target.platform, built.target.reference) for built in builts], args.push,
                          tags)
-        if all(built.debug for built in builts):
-            twin_images = [(built.target.platform, built.debug["image"]) for built in builts]  # type: ignore[index]
-            twins = publish(client, twin_images, args.push, [f"{tag}-debug" for tag in tags])
-            for built in builts:
-                built.debug["pushed"] = twins.reference  # type: ignore[index]
+        debugs = [(built.target.platform, built.debug) for built in builts if built.debug]
+        if len(debugs) == len(builts):
+            twins = publish(client, [(platform, debug["image"]) for platform, debug in debugs], args.push,
+                            [f"{tag}-debug" for tag in tags])
+            for _, debug in debugs:
+                debug["pushed"] = twins.reference
             say(f"pushed the debug twin as {twins.reference}")
         for built in builts:
             record(built, pushed.reference, pushed.media_type)
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # the unexpected keeps its traceback
+    except Exception:  # noqa: BLE001 - the unexpected keeps its traceback
         traceback.print_exc()
         return 1
     return 0

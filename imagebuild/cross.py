@@ -42,7 +42,7 @@ def sysconfigdata(platform: Platform) -> tuple[str, bytes]:
     with debs.fetch(STDLIB_PACKAGE, entry).files() as files:
         for member in files:
             if member.isfile() and member.name.endswith(f"/python3.13/{name}"):
-                return name, files.extractfile(member).read()  # type: ignore[union-attr]
+                return name, archive.member_bytes(files, member)
     raise BuildError(f"{STDLIB_PACKAGE} {entry['version']} ({platform.debian}) has no {name}")
 
 

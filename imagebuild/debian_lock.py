@@ -11,7 +11,8 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from . import ROOT, BuildError, write_atomic
 from .debs import Deb, mirror

@@ -16,9 +16,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from . import ROOT, BuildError
+from .archive import member_bytes
 
 CACHE = ROOT / ".cache" / "debs"
 AR_MAGIC = b"!<arch>\n"
@@ -52,7 +54,7 @@ class Deb:
         with self._member("control.tar") as control:
             for member in control:
                 if member.name.lstrip("./") == wanted and member.isfile():
-                    return control.extractfile(member).read().decode()  # type: ignore[union-attr]
+                    return member_bytes(control, member).decode()
         return ""
 
     def files(self) -> tarfile.TarFile:

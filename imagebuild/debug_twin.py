@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT, BuildError, debs
+from .archive import member_bytes
 from .bases import import_image
 from .debian_lock import lock_entry, mmdebstrap, pinned_names, resolve_section, verify_debs, with_pool_paths
 from .platforms import Platform
@@ -50,7 +51,7 @@ def busybox(update: bool, locked: dict[str, Any], platform: Platform) -> tuple[P
                       None)
         if member is None:
             raise BuildError(f"{deb.path.name} has no bin/busybox")
-        data = archive.extractfile(member).read()  # type: ignore[union-attr]
+        data = member_bytes(archive, member)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(data)
     cached.chmod(0o755)

@@ -9,7 +9,8 @@ import sys
 import tarfile
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import docker.errors
 
@@ -23,7 +24,7 @@ from .progress import say
 BUILDER_FILES = ("Dockerfile.builder", "build/trim.py", "build/runtime_trim.py", "build/runtime-trim.txt")
 RUNTIME_FILES = ("Dockerfile.runtime", "build/compile_imported.py", "build/runtime_trim.py",
                  "build/runtime-trim.txt", "build/prune.py")
-RUNTIME_TREES = ("service", "modelcard")
+RUNTIME_TREES = ("service", "modelcard", "derivecard")  # derivecard: the app stage only
 # The label every image of one build carries (the builder, the runtime build's `app` stage, the runtime itself),
 # with the image reference as its value: pruning keys on it, so it never touches another build's images.
 BUILD_LABEL = "sklearn-model-service.build"
@@ -91,7 +92,7 @@ def cross_context(wheelhouse: Path, requirements: Path, sysconfigdata: tuple[str
 
 def runtime_context(source: ModelSource, sbom: str) -> io.BytesIO:
     """What Dockerfile.runtime copies, likewise: bundle/ (the model file, and its card.json if hand-written),
-    sample/ (sample.csv, if given), code/ (the user's modules), sbom/ (the SBOM), service/, modelcard/ and the
+    sample/ (sample.csv, if given), code/ (the user's modules), sbom/ (the SBOM), service/, modelcard/, derivecard/ and the
     build scripts."""
     def fill(tar: tarfile.TarFile) -> None:
         for name in RUNTIME_FILES:
@@ -183,7 +184,7 @@ def prune_superseded(client: Any, reference: str) -> int:
 
 
 def derive_arguments(source: ModelSource) -> str:
-    """The arguments of `python -m service.derive` in Dockerfile.runtime's app stage."""
+    """The arguments of `python -m derivecard` in Dockerfile.runtime's app stage."""
     arguments = ["--sample /src/sample/sample.csv"] if source.sample is not None else []
     arguments += [f"--trust {name}" for name in source.trust]
     return " ".join(arguments)

@@ -7,7 +7,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 Answer = tuple[int, dict[str, str], bytes]  # status, headers, body
 

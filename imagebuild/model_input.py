@@ -71,11 +71,11 @@ def model_source(model: Path | None, sample: Path | None = None, code: list[Path
                  trust: list[str] | None = None) -> ModelSource:
     """Check the arguments; BuildError names the first thing that is wrong (every problem of a card)."""
     if model is None:
-        card, artifact = _hand_card(DEFAULT_BUNDLE)
-        return ModelSource(artifact, card)
+        default_card, artifact = _hand_card(DEFAULT_BUNDLE)
+        return ModelSource(artifact, default_card)
     if not model.exists():
         raise BuildError(f"--model {model}: no such file or folder")
-    card = None
+    card: Path | None = None
     if model.is_dir() and (model / "card.json").is_file():
         if sample is not None:
             raise BuildError(f"--model {model} has its own card.json, which is used as written: --sample only "

@@ -95,7 +95,7 @@ def walk(stream: IO[bytes], scan: Scan) -> None:
         if name == "MARK":
             stack.append(MARK)
         elif name in ("GLOBAL", "INST"):
-            module, _, attribute = arg.partition(" ")
+            module, _, attribute = str(arg).partition(" ")
             scan.globals.add((module, attribute))
             found = _Global(module, attribute)
             stack.append(found if name == "GLOBAL" else _Object(found, tuple(pop_mark())))
@@ -132,11 +132,11 @@ def walk(stream: IO[bytes], scan: Scan) -> None:
                         (target.factory.module, target.factory.name) == BOOSTER and booster_names(state):
                     scan.dataframe = True  # XGBoost keeps the names in its booster's serialized model
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(arg)] = stack[-1]
+            memo[int(str(arg))] = stack[-1]
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(memo[int(arg)])
+            stack.append(memo[int(str(arg))])
         elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_SET"):
             stack.append({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": (), "EMPTY_SET": []}[name])
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
@@ -151,7 +151,7 @@ def walk(stream: IO[bytes], scan: Scan) -> None:
         elif name in ("DICT", "SETITEMS"):
             items = pop_mark()
             target = {} if name == "DICT" else stack[-1]
-            pairs = dict(zip(items[0::2], items[1::2])) if all(_hashable(k) for k in items[0::2]) else {}
+            pairs = dict(zip(items[0::2], items[1::2], strict=False)) if all(_hashable(k) for k in items[0::2]) else {}
             if isinstance(target, dict):
                 target.update(pairs)
             if name == "DICT":

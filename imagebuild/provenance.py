@@ -6,7 +6,7 @@ the pushed manifest digest, the debug twin, the SBOM's digest). Unsigned: it rec
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def _hex(image_id: str) -> dict[str, str]:
 
 
 def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def statement(*, parameters: dict[str, Any], source: dict[str, Any], locks: list[Path], model: Path,

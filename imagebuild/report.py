@@ -117,7 +117,8 @@ def analyze(client: Any, reference: str, cache_path: Path = CACHE) -> dict[str, 
     cache["images"].pop(image.id, None)
     cache["images"][image.id] = entry
     _write_cache(cache_path, cache)
-    rows, packages = [], {}
+    rows: list[dict[str, Any]] = []
+    packages: dict[str, int] = {}
     for digest, created_by in entry["layers"]:
         layer = cache["layers"][digest]
         for name, nbytes in layer["packages"].items():

@@ -22,9 +22,10 @@ import re
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import ROOT, BuildError, archive, write_atomic
 
@@ -48,13 +49,12 @@ class Epoch:
     source: str  # "SOURCE_DATE_EPOCH" (the environment), "commit", or "none" (no git checkout: 0)
 
     def iso(self) -> str:
-        return datetime.fromtimestamp(self.seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(self.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def source_date_epoch(commit_time: str, environ: dict[str, str] | None = None) -> Epoch:
     """SOURCE_DATE_EPOCH from the environment if set, else the commit's time (`git log -1 --format=%ct`), else 0."""
-    environ = os.environ if environ is None else environ
-    given = environ.get(VARIABLE, "").strip()
+    given = (os.environ if environ is None else environ).get(VARIABLE, "").strip()
     if given:
         if not given.isdigit():
             raise BuildError(f"{VARIABLE}={given!r}: give whole seconds since 1970-01-01 UTC "

@@ -23,7 +23,7 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-IMAGE_PACKAGES = ("service", "modelcard")  # the repository's packages that go into the image
+IMAGE_PACKAGES = ("service", "modelcard", "derivecard")  # the repository's packages the image's venv runs
 # Folders of those whose imports are installed only by a build option (service/grpc_v2: --grpc)
 OPTIONAL_FOLDERS = ("grpc_v2",)
 

@@ -13,10 +13,12 @@ import io
 import re
 import tarfile
 from functools import lru_cache
+from types import ModuleType
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import ROOT
+from .archive import member_bytes
 from .debs import Deb
 
 NONROOT = 65532
@@ -81,9 +83,11 @@ def _canonical(name: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _trim_rules() -> tuple[object, tuple[str, ...]]:
+def _trim_rules() -> tuple[ModuleType, tuple[str, ...]]:
     """build/runtime_trim.py (shared with the builder's compile_imported.py) and the list's globs."""
     spec = importlib.util.spec_from_file_location("runtime_trim", ROOT / "build" / "runtime_trim.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("build/runtime_trim.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module, module.patterns(RUNTIME_TRIM)
@@ -116,15 +120,15 @@ def _unpack(deb: Deb, writer: RootWriter, keep: Callable[[str], bool] | None = N
                 continue  # base-files' merged-/usr links stand for the four top-level folders
             if member.islnk():
                 source = archive.getmember(member.linkname)
-                data = archive.extractfile(source).read()
+                data = member_bytes(archive, source)
                 clone = tarfile.TarInfo(name)
                 clone.size, clone.mode, clone.mtime = len(data), source.mode, source.mtime
                 writer.add(clone, data)
                 continue
-            data = archive.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            content = member_bytes(archive, member) if member.isfile() else None
             entry = copy.copy(member)  # renamed in a copy: a later hard link finds its target by the old name
             entry.name = name
-            writer.add(entry, data)
+            writer.add(entry, content)
 
 
 def _static_files(writer: RootWriter, debs: dict[str, Deb]) -> None:
@@ -144,7 +148,7 @@ def _static_files(writer: RootWriter, debs: dict[str, Deb]) -> None:
     with debs["ca-certificates"].files() as archive:
         for member in sorted(archive.getmembers(), key=lambda m: m.name):
             if member.isfile() and member.name.endswith(".crt") and "/usr/share/ca-certificates/" in member.name:
-                certificates.append(archive.extractfile(member).read())
+                certificates.append(member_bytes(archive, member))
     writer.file("etc/ssl/certs/ca-certificates.crt", b"".join(certificates))
 
 

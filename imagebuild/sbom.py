@@ -10,7 +10,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def document(reference: str, distributions: list[Distribution], debian: dict[str
     repository, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "")
     image = Component(name=repository, version=tag or "latest", type=ComponentType.CONTAINER, bom_ref="image",
                       properties=[Property(name=BASE_PROPERTY, value=base)])
-    timestamp = datetime.fromtimestamp(epoch_seconds, timezone.utc)
+    timestamp = datetime.fromtimestamp(epoch_seconds, UTC)
     identity = hashlib.sha256(repr((reference, distributions, sorted(debian.items()), model_sha256,
                                     epoch_seconds, base)).encode()).hexdigest()
     bom = Bom(components=components, serial_number=uuid.UUID(identity[:32], version=5),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BuildError
+from .archive import member_bytes
 
 MODEL_DIR = "/app/model"
 PRUNED = "/opt/venv/pruned.json"
@@ -48,7 +49,7 @@ def write_bundle(client: Any, reference: str, target: Path) -> None:
         for member in archive.getmembers():
             name = Path(member.name)
             if member.isfile() and len(name.parts) == 2:  # model/<file>
-                (target / name.name).write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]
+                (target / name.name).write_bytes(member_bytes(archive, member))
 
 
 def summary(card: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import joblib
 import numpy as np
@@ -51,15 +52,15 @@ IRIS_FEATURES = [
 ]
 
 
-def _features(spec: list[tuple[str, str, str | None]], train: np.ndarray) -> list[dict[str, Any]]:
+def _features(spec: Sequence[tuple[str, str, str | None]], train: np.ndarray) -> list[dict[str, Any]]:
     """Card entries: name, type, description, unit, and the range seen in training."""
     return [{"name": name, "type": "number", "description": description, "unit": unit,
              "min": float(train[:, i].min()), "max": float(train[:, i].max())}
             for i, (name, description, unit) in enumerate(spec)]
 
 
-def _records(spec: list[tuple[str, str, str | None]], rows: np.ndarray) -> list[dict[str, float]]:
-    return [{name: float(value) for (name, _, _), value in zip(spec, row)} for row in rows]
+def _records(spec: Sequence[tuple[str, str, str | None]], rows: np.ndarray) -> list[dict[str, float]]:
+    return [{name: float(value) for (name, _, _), value in zip(spec, row, strict=True)} for row in rows]
 
 
 def diabetes() -> tuple[Pipeline, dict[str, Any]]:

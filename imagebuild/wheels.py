@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from . import ROOT, BuildError
+from .archive import member_bytes
 from .platforms import AMD64, PYTHON_VERSION, Platform
 from .progress import say
 from .requirements import normalize
@@ -70,7 +71,7 @@ def oldest_with_wheel(name: str, after: str, platform: Platform = AMD64) -> str 
     newest_per_minor: dict[tuple[int, int], Version] = {}
     for version in versions:
         if version > start and not version.is_prerelease:
-            newest_per_minor[version.release[:2]] = version
+            newest_per_minor[(version.major, version.minor)] = version
     for minor in sorted(newest_per_minor):
         if has_wheel(name, str(newest_per_minor[minor]), platform):
             return str(newest_per_minor[minor])
@@ -109,8 +110,7 @@ def build_requires(sdist: Path) -> list[str]:
         pyproject = next((n for n in names if n.count("/") == 1 and n.endswith("/pyproject.toml")), None)
         if pyproject is None:
             return DEFAULT_BUILD_REQUIRES
-        data = archive.read(pyproject) if isinstance(archive, zipfile.ZipFile) else \
-            archive.extractfile(pyproject).read()
+        data = archive.read(pyproject) if isinstance(archive, zipfile.ZipFile) else member_bytes(archive, pyproject)
     return tomllib.loads(data.decode("utf-8")).get("build-system", {}).get("requires", DEFAULT_BUILD_REQUIRES)
 
 

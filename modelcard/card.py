@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 SCHEMA_FILE = Path(__file__).with_name("card.schema.json")
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
@@ -96,7 +97,8 @@ def _describe(value: Any) -> str:
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _feature_problems(feature: dict[str, Any], where: str, dataframe: bool) -> list[str]:
@@ -203,7 +205,7 @@ def artifact_format(card: dict[str, Any]) -> str:
     return card["artifact"].get("format") or FORMATS.get(Path(card["artifact"]["file"]).suffix.lower(), "joblib")
 
 
-def untrusted_problem(file_name: str, untrusted: list[str], trust: list[str] | tuple[str, ...]) -> str | None:
+def untrusted_problem(file_name: str, untrusted: list[str], trust: Sequence[str]) -> str | None:
     """The one line refusing a skops file whose types skops does not trust by default and `trust` leaves out;
     None when every such type is trusted."""
     refused = sorted(name for name in untrusted if name not in trust)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 
 NAN = float("nan")
@@ -93,8 +94,9 @@ class Feature:
     @property
     def numeric(self) -> bool:
         """Whether every value of this feature is a number or a boolean (the model gets a float64 matrix)."""
-        return self.type in NUMERIC or (self.type == "category" and bool(self.values)
-                                        and all(isinstance(v, (int, float)) for v in self.values))
+        values = self.values or ()
+        return self.type in NUMERIC or (self.type == "category" and bool(values)
+                                        and all(isinstance(v, (int, float)) for v in values))
 
     def typical(self, share: float, index: int) -> Any:
         """A plausible JSON value: a point (`share`) of the training range, or the index-th known value."""
@@ -108,9 +110,10 @@ class Feature:
         return round(value) if self.type == "integer" else round(value, 4)
 
     def _allowed(self) -> str:
+        values = self.values or ()
         shown = ", ".join(repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
-                          for v in self.values[:LISTED_VALUES])
-        more = len(self.values) - LISTED_VALUES
+                          for v in values[:LISTED_VALUES])
+        more = len(values) - LISTED_VALUES
         return shown + (f" and {more} more (GET /metadata lists them)" if more > 0 else "")
 
     def parse(self, value: Any, where: str) -> Any:
@@ -166,7 +169,7 @@ class Feature:
                                                 f"got {_kind(value)}", self.name)
         if expected == "number":
             self._number(value, where)
-        if self.closed and value not in self.values:  # type: ignore[operator]
+        if self.closed and value not in (self.values or ()):
             raise _invalid("unknown_category", f"{where}: feature '{self.name}' must be one of {self._allowed()}; "
                                                f"got {value!r}", self.name)
         return value

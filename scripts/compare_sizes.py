@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imagebuild import cli, size_diff  # noqa: E402
+from imagebuild import cli, size_diff  # noqa: E402 - once the repository is on sys.path
 
 
 def build_base(sha: str, out: Path) -> Path | None:

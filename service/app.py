@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from . import __version__, logs, metrics, openapi, platforms
 from .bundle import final_estimator, fitted_estimator, load_bundle
@@ -25,6 +27,12 @@ OPENAPI = "openapi"
 api = Blueprint("api", __name__)
 
 
+class InOrder(DefaultJSONProvider):
+    """Flask's JSON, keeping responses' keys in the order they are written."""
+
+    sort_keys = False
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; raises BundleError if the model bundle cannot be served."""
     app = Flask(__name__)
@@ -32,12 +40,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
-    app.json.sort_keys = False  # keep responses in the order they are written
+    app.json = InOrder(app)
 
     bundle = load_bundle(app.config["MODEL_DIR"])
     app.config["MAX_JSON_VALUES"] = value_budget(app.config["MAX_ROWS"], len(bundle.features))
+    app_metrics = Metrics(bundle.card)
     predictor = Predictor(bundle, app.config["BATCH_MAX_ROWS"], app.config["BATCH_MAX_WAIT_MS"] / 1000,
-                          fast_path=bool(app.config["FAST_PATH"]))
+                          fast_path=bool(app.config["FAST_PATH"]), on_fallback=app_metrics.fast_path_fallback)
     examples = build_examples(bundle, predictor)  # doubles as the warm-up prediction
     service = ServiceState(bundle=bundle, predictor=predictor, examples=examples)
     app.extensions[EXTENSION] = service
@@ -45,7 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     app.before_request(_begin_request)
     logs.install(app)
-    metrics.install(app, Metrics(bundle.card))
+    metrics.install(app, app_metrics)
     app.after_request(_common_headers)
     platforms.install(app)
     app.register_blueprint(api)
@@ -113,7 +122,7 @@ def predict() -> Response:
         outputs = service.predictor.asked([n for n in request.args.get("outputs", "").split(",") if n])
         rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
         g.rows = len(rows.values)
-        result = service.predictor.predict(rows.values, rows.index, outputs)
+        result = service.predictor.predict(rows.values, rows.labels, outputs)
     return jsonify(result)
 
 

@@ -18,7 +18,8 @@ import itertools
 import json
 import sys
 import time
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
+from collections.abc import Iterator, Sequence
 
 from modelcard.features import Feature, ValueProblem
 
@@ -105,7 +106,7 @@ def json_chunks(stream: IO[str], size: int) -> Iterator[tuple[int, list[Any]]]:
 def _as_records(records: list[Any], features: Sequence[Feature]) -> list[Any]:
     """Rows in feature order as records; everything else as it came."""
     names = [feature.name for feature in features]
-    return [dict(zip(names, item)) if isinstance(item, list) and len(item) == len(names) else item
+    return [dict(zip(names, item, strict=True)) if isinstance(item, list) and len(item) == len(names) else item
             for item in records]
 
 

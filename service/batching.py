@@ -17,7 +17,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator
 
 Outcome = TypeVar("Outcome")
 ARRIVAL_GAP = 0.0002  # under load, a batch stops gathering once no request has arrived for this long
@@ -85,7 +86,8 @@ class MicroBatcher(Generic[Outcome]):
             self._run_one_batch()
         if job.error is not None:
             raise job.error
-        return job.outcome  # type: ignore[return-value]
+        assert job.outcome is not None  # a job ends with its outcome or its error
+        return job.outcome
 
     def _take(self) -> list[_Job[Outcome]]:
         """The next batch, after waiting (at most max_wait) for the requests that are on their way."""
@@ -136,7 +138,7 @@ class MicroBatcher(Generic[Outcome]):
             for job in batch:
                 self._compute_alone(job)
             return
-        for job, part in zip(batch, self.split(outcome, [len(job.rows) for job in batch])):
+        for job, part in zip(batch, self.split(outcome, [len(job.rows) for job in batch]), strict=True):
             job.outcome = part
 
     def _compute_alone(self, job: _Job[Outcome]) -> None:

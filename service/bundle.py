@@ -9,7 +9,8 @@ import hashlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from modelcard.card import CARD_FILE, CardError, artifact_format
 from modelcard.card import read_card as read_checked_card
@@ -99,7 +100,7 @@ def load_model(path: Path, card: dict[str, Any]) -> Any:
     except ModuleNotFoundError as exc:
         raise BundleError(f"cannot load {path}: it needs the module '{exc.name}', which is not installed "
                           f"({BUILD_HINT} [--code DIR for your own modules])") from None
-    except Exception as exc:  # a load failure can be any exception the file raises
+    except Exception as exc:  # noqa: BLE001 - a load failure can be any exception the file raises
         message = " ".join(str(exc).split())
         raise BundleError(f"cannot load {path}: {type(exc).__name__}: {message}") from None
 

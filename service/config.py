@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "diabetes"
 

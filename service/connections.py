@@ -50,7 +50,9 @@ def _framing_problem(header_plus: bytes) -> str | None:
         if line[:1] in (b" ", b"\t"):
             return "a folded header line (obs-fold) is not accepted"
         match = _HEADER_NAME.match(line)
-        name = match.group(1).lower() if match else b""
+        if match is None:
+            continue
+        name = match.group(1).lower()
         if name == b"content-length":
             lengths += 1
         elif name == b"transfer-encoding":
@@ -67,6 +69,10 @@ def _framing_problem(header_plus: bytes) -> str | None:
 class CappedChunkedReceiver(ChunkedReceiver):
     """A chunked body refused as soon as a chunk's declared size would take it past the cap."""
 
+    error: Exception | None  # waitress' attributes, set by ChunkedReceiver.__init__
+    chunk_remainder: int
+    all_chunks_received: bool
+
     def __init__(self, buf: Any, limit: int):
         super().__init__(buf)
         self.limit = limit
@@ -81,6 +87,8 @@ class CappedChunkedReceiver(ChunkedReceiver):
 
 class Parser(HTTPRequestParser):
     """waitress's request parser, refusing ambiguous framing and oversized chunks."""
+
+    body_rcv: Any  # waitress' attribute: the body's receiver
 
     def parse_header(self, header_plus: bytes) -> None:
         problem = _framing_problem(header_plus)
@@ -132,6 +140,7 @@ class Channel(HTTPChannel):
     parser_class = Parser
     task_class = Task
     error_task_class = JsonErrorTask
+    requests: list[Any]  # waitress' attributes: the requests read and not yet answered, and their lock
 
     def send_continue(self) -> None:
         if self.request.error is not None:
@@ -142,7 +151,7 @@ class Channel(HTTPChannel):
     def service(self) -> None:
         try:
             super().service()
-        except Exception:  # noqa: BLE001 - waitress's own error answer failed: close rather than hold the slot
+        except Exception:
             log.exception("closing a connection whose request could not be answered")
             with self.requests_lock:
                 for request in self.requests:

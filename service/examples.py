@@ -35,10 +35,10 @@ def build_examples(bundle: ModelBundle, predictor: Predictor) -> list[dict[str, 
     for name, description, body in shapes:
         try:
             rows = parse_rows(body, bundle.features, max_rows=2)
-            response = predictor.predict(rows.values, rows.index)
+            response = predictor.predict(rows.values, rows.labels)
         except (ApiError, ValueProblem) as exc:
             raise BundleError(f"{bundle.path}: the model cannot answer its example ({name}): {exc.message}") from None
-        except Exception as exc:  # the estimator's own failure, whatever its type
+        except Exception as exc:  # noqa: BLE001 - the estimator's own failure, whatever its type
             message = " ".join(str(exc).split())
             raise BundleError(f"{bundle.path}: the model failed on its example ({name}): "
                               f"{type(exc).__name__}: {message}") from None

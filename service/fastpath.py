@@ -14,7 +14,8 @@ scikit-learn's own error messages and missing-value handling stay as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -377,7 +378,7 @@ def _column_transformer(transformer: Any) -> tuple[Callable[[list[list[Any]]], n
         names.append("+".join(step_names))
 
     def transform(rows: list[list[Any]]) -> np.ndarray:
-        values = list(zip(*rows))
+        values = list(zip(*rows, strict=True))
         parts = []
         for columns, text, functions in blocks:
             selected = [values[column] for column in columns]

@@ -6,7 +6,8 @@ of texts (a text pipeline), the list of the one feature's values.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def _frame_builder(features: Sequence[Feature]) -> Callable[[list[list[Any]]], A
     names = [f.name for f in features]
     dtypes = [column_dtype(f) for f in features]
     categories = [pd.CategoricalDtype(list(f.values or ())) if dtype == "category" else None
-                  for f, dtype in zip(features, dtypes)]
+                  for f, dtype in zip(features, dtypes, strict=True)]
 
     def column(values: list[Any], dtype: str, category: Any) -> Any:
         if category is not None:  # a value outside the categories is missing, as the model sees it
@@ -77,7 +78,7 @@ def _frame_builder(features: Sequence[Feature]) -> Callable[[list[list[Any]]], A
         return pd.array(values, dtype=dtype)  # pandas' own dtypes: str, string, boolean, Int64, Float64
 
     def frame(rows: list[list[Any]]) -> Any:
-        columns = list(zip(*rows)) if rows else [() for _ in names]
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return pd.DataFrame({name: column(list(values), dtype, category)
-                             for name, values, dtype, category in zip(names, columns, dtypes, categories)})
+                             for name, values, dtype, category in zip(names, columns, dtypes, categories, strict=True)})
     return frame

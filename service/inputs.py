@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 from flask import current_app, request
 
@@ -39,7 +40,7 @@ class Rows(NamedTuple):
     """Typed rows in the order sent, and the index label of each when the shape carried one."""
 
     values: list[list[Any]]
-    index: list[Any] | None = None
+    labels: list[Any] | None = None
 
 
 def _invalid(code: str, message: str, field: str | None = None) -> ApiError:
@@ -195,7 +196,7 @@ def _split_records(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], list[
         raise _invalid("invalid_shape", "split orientation: a column is named twice")
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
         raise _invalid("inconsistent_index", "split orientation: 'index' must have one label per row of 'data'")
-    return [dict(zip(columns, row)) for row in data], index
+    return [dict(zip(columns, row, strict=True)) for row in data], index
 
 
 def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> Rows:

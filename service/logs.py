@@ -84,7 +84,8 @@ class BatchedStreamHandler(logging.StreamHandler):
         # The handler's lock, then `writing`: the order emit() takes them in (Handler.handle holds the lock), so
         # the writer thread and a request thread never wait for each other. `writing` is taken before the lock
         # is let go, so batches are written in the order they were taken.
-        with self.lock:  # type: ignore[union-attr] - created by Handler.__init__
+        assert self.lock is not None  # Handler.__init__ creates it
+        with self.lock:
             lines, self.pending = self.pending, []
             self.writing.acquire()
         try:
@@ -101,7 +102,7 @@ class JsonFormatter(logging.Formatter):
     """time, level, logger, message, the record's extra fields, and the traceback if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+        entry = {"time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
                  "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         entry.update({key: value for key, value in vars(record).items() if key not in RESERVED})
         if record.exc_info:

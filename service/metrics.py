@@ -17,7 +17,8 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -46,7 +47,15 @@ class Metrics:
                                  multiprocess_mode="livesum")
         Gauge("model_info", "The served model (always 1)", ("name", "version", "sha256"), registry=self.registry,
               multiprocess_mode="max").labels(card["name"], card["version"], card["artifact"]["sha256"]).set(1)
+        self.fallbacks = Counter("fast_path_fallbacks", "Predictions model.predict answered with the fast path on, "
+                                 "by reason (declined: values the fast path does not take; failed: it raised)",
+                                 ("reason",), registry=self.registry)
+        for reason in ("declined", "failed"):  # both series from the start, at 0
+            self.fallbacks.labels(reason)
         self.shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+    def fast_path_fallback(self, reason: str) -> None:
+        self.fallbacks.labels(reason).inc()
 
     def export(self) -> Response:
         registry = self.registry

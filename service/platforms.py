@@ -19,7 +19,8 @@ import io
 import json
 import os
 import re
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
@@ -72,7 +73,7 @@ def typed_records(rows: Iterable[tuple[int, list[str]]], order: list[str], featu
                   max_rows: int) -> list[dict[str, Any]]:
     """(line number, CSV row) pairs as records of the columns in `order`, each cell typed by its feature."""
     by_name = {feature.name: feature for feature in features}
-    records = []
+    records: list[dict[str, Any]] = []
     for line, row in rows:
         if len(row) != len(order):
             raise ApiError(422, "invalid_record", f"CSV line {line}: {len(row)} values, the model takes "
@@ -80,7 +81,7 @@ def typed_records(rows: Iterable[tuple[int, list[str]]], order: list[str], featu
         if len(records) == max_rows:
             raise ApiError(413, "too_many_rows", f"more than {max_rows} rows in one request (split the request "
                                                  f"or raise SERVICE_MAX_ROWS)")
-        records.append({name: _csv_value(by_name[name], cell) for name, cell in zip(order, row)})
+        records.append({name: _csv_value(by_name[name], cell) for name, cell in zip(order, row, strict=True)})
     return records
 
 
@@ -121,7 +122,7 @@ def _records(items: Any, features: Sequence[Feature], key: str) -> Any:
         lengths = {len(values) for values in items.values()}
         if len(lengths) != 1:
             raise ApiError(422, "inconsistent_index", f"'{key}': every column must have the same number of values")
-        return [dict(zip(items, values)) for values in zip(*items.values())]
+        return [dict(zip(items, values, strict=True)) for values in zip(*items.values(), strict=True)]
     if not isinstance(items, list):
         raise ApiError(422, "invalid_shape", f"'{key}' must be a list of records or of rows in feature order")
     if all(isinstance(item, list) for item in items):
@@ -129,7 +130,7 @@ def _records(items: Any, features: Sequence[Feature], key: str) -> Any:
         if wrong is not None:
             raise ApiError(422, "invalid_record", f"{key}[{wrong}]: {len(items[wrong])} values, the model takes "
                                                   f"{len(names)} in this order: {', '.join(names)}")
-        return [dict(zip(names, item)) for item in items]
+        return [dict(zip(names, item, strict=True)) for item in items]
     return items
 
 

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,6 +22,7 @@ PROBE_ROWS = 32  # rows spread over the card's features, for the start-up checks
 MODEL_PATH = "model.predict"
 FAST_PATH = "fast"
 EXTRA_OUTPUTS = ("decision_function", "score_samples")  # answered when asked for; predict (and predict_proba) always
+DECLINED, FAILED = "declined", "failed"  # why model.predict answered rows the fast path was on for
 
 
 def _plain(value: Any) -> Any:
@@ -39,8 +41,12 @@ class Predictor:
     """Calls the estimator on rows already validated and ordered like the card's features."""
 
     def __init__(self, bundle: ModelBundle, batch_max_rows: int = 0, batch_max_wait: float = 0.0,
-                 fast_path: bool = True):
+                 fast_path: bool = True, on_fallback: Callable[[str], None] | None = None):
+        """`on_fallback(reason)` is called each time model.predict answers rows the fast path was on for
+        (DECLINED: values it does not take, e.g. not finite; FAILED: it raised anything else)."""
         self.bundle = bundle
+        self.on_fallback = on_fallback
+        self.fallbacks_logged: set[str] = set()
         self.classes = bundle.classes
         self.has_proba = bundle.is_classifier and callable(getattr(bundle.model, "predict_proba", None))
         self.extras = self._extra_outputs()
@@ -60,9 +66,22 @@ class Predictor:
         if self.fast is not None:
             try:
                 return self.fast(self._fast_input(rows))
-            except Exception:  # noqa: BLE001 - Declined, or anything else: the model answers (or says why not)
-                pass
+            except Declined as exc:
+                self._fell_back(DECLINED, exc)
+            except Exception as exc:  # noqa: BLE001 - anything else: the model answers (or says why not)
+                self._fell_back(FAILED, exc)
         return self._model_infer(self.bundle.to_input(rows))
+
+    def _fell_back(self, reason: str, exc: Exception) -> None:
+        """Counted each time; logged the first time for each reason (a warning when the fast path failed)."""
+        if self.on_fallback is not None:
+            self.on_fallback(reason)
+        if reason not in self.fallbacks_logged:
+            self.fallbacks_logged.add(reason)  # two threads at once may both log: one line more, once
+            log.log(logging.WARNING if reason == FAILED else logging.INFO,
+                    "fast path %s rows (%s: %s); model.predict answered them, as it will such rows from now on, "
+                    "counted in fast_path_fallbacks_total, not logged", reason, type(exc).__name__, exc,
+                    extra={"reason": reason})
 
     def _extra_outputs(self) -> dict[str, list[int]]:
         """The model's methods of EXTRA_OUTPUTS that answer a probe row, each with its shape beyond the row
@@ -105,7 +124,7 @@ class Predictor:
         predictions, probabilities = outcome
         parts = np.split(predictions, cuts)
         probability_parts = np.split(probabilities, cuts) if probabilities is not None else [None] * len(sizes)
-        return list(zip(parts, probability_parts))
+        return list(zip(parts, probability_parts, strict=True))
 
     def _probe_rows(self) -> list[list[Any]]:
         """PROBE_ROWS parsed rows spread over the card's features (nulls now and then where allowed)."""
@@ -161,7 +180,7 @@ class Predictor:
             return "declined every probe row"
         try:
             same = _same(fast(self._fast_input(taken)), model(taken))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a fast path that fails on its probe rows is not used
             return f"failed on the probe rows predicted together ({type(exc).__name__}: {exc})"
         return "" if same else f"differs from model.predict on the {len(taken)} probe rows predicted together"
 
@@ -178,10 +197,11 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - any failure here only means: not batched
             log.info("micro-batching check skipped: the model refused the probe rows (%s)", exc)
             return False
-        for (predictions, probabilities), (alone_predictions, alone_probabilities) in zip(together, alone):
+        for (predictions, probabilities), (alone_predictions, alone_probabilities) in zip(together, alone, strict=True):
             if not np.array_equal(predictions, alone_predictions):
                 return False
-            if probabilities is not None and not np.array_equal(probabilities, alone_probabilities):
+            if probabilities is not None and (alone_probabilities is None
+                                              or not np.array_equal(probabilities, alone_probabilities)):
                 return False
         return True
 
@@ -225,7 +245,7 @@ class Predictor:
         }
         if probabilities is not None:
             result["probabilities"] = [
-                {str(label): float(p) for label, p in zip(self.classes, row)} for row in probabilities
+                {str(label): float(p) for label, p in zip(self.classes or (), row, strict=True)} for row in probabilities
             ]
         result.update(extra)
         numbers = [v for v in result["predictions"] if isinstance(v, float)]
@@ -238,11 +258,11 @@ class Predictor:
 
 def _same(one: Outcome, other: Outcome) -> bool:
     """Bit for bit: the same dtypes, shapes and values (NaN where the other has NaN)."""
-    for mine, theirs in zip(one, other):
-        if (mine is None) != (theirs is None):
-            return False
-        if mine is not None and (mine.dtype != theirs.dtype or mine.shape != theirs.shape
-                                 or mine.tobytes() != theirs.tobytes()):
+    for mine, theirs in zip(one, other, strict=True):
+        if mine is None or theirs is None:
+            if mine is not theirs:
+                return False
+        elif mine.dtype != theirs.dtype or mine.shape != theirs.shape or mine.tobytes() != theirs.tobytes():
             return False
     return True
 

@@ -14,7 +14,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from flask import Flask
 from waitress.server import create_server

@@ -149,11 +149,11 @@ def records_from_inputs(inputs: Any, features: list[Feature]) -> list[dict[str, 
     tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
     names = [feature.name for feature in features]
     if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in names:
-        name, (rows, columns), _, data = tensors[0]
-        if columns != len(features):
-            raise ApiError(422, "invalid_tensor", f"input '{name}' has {columns} columns, the model takes "
+        name, (rows, width), _, data = tensors[0]
+        if width != len(features):
+            raise ApiError(422, "invalid_tensor", f"input '{name}' has {width} columns, the model takes "
                                                   f"{len(features)}: {', '.join(names)}", name)
-        return [dict(zip(names, data[r * columns:(r + 1) * columns])) for r in range(rows)]
+        return [dict(zip(names, data[r * width:(r + 1) * width], strict=True)) for r in range(rows)]
     expected = {feature.name: datatype(feature) for feature in features}
     columns: dict[str, list[Any]] = {}
     for name, shape, sent, data in tensors:

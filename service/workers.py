@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from . import cpus as cpu_limits
 from .config import worker_count
@@ -67,7 +68,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return START_ERROR
-    except Exception as exc:  # noqa: BLE001 - whatever else fails at start-up: one line, and DEBUG has the rest
+    except Exception as exc:
         log.debug("start-up failed", exc_info=True)
         message = " ".join(str(exc).split())
         print(f"error: start-up failed: {type(exc).__name__}: {message} (SERVICE_LOG_LEVEL=DEBUG logs the "
@@ -174,7 +175,8 @@ def run(settings: Mapping[str, Any]) -> int:
     try:
         return Supervisor(listener, count, cpus, settings, decision).run()
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -224,7 +226,7 @@ class Supervisor:
                 if self.settings["PIN_CPUS"]:
                     pin(index, self.cpus)
                 code = serve_worker(self.listener, index, ready_write, self.pid)
-            except BaseException:  # noqa: BLE001 - logged, then the process ends with code 1
+            except BaseException:
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()

@@ -9,7 +9,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from imagebuild.http_calls import call, wait_until
 
@@ -85,7 +86,7 @@ def exchange(port: int, payload: bytes, wait: float = ANSWERED_WITHIN, first_ans
         while time.monotonic() - started < wait:
             try:
                 chunk = connection.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionResetError:
                 return Exchange(data, True, time.monotonic() - started)

@@ -96,7 +96,7 @@ def test_compressed_bodies_are_inflated_within_the_limit(client, app, service):
 
 def test_different_inputs_give_different_answers(client, service):
     body = client.post("/predict", json=records_for(service, 3)).get_json()
-    answers = zip(body["predictions"], body.get("probabilities", [None] * 3))
+    answers = zip(body["predictions"], body.get("probabilities", [None] * 3), strict=True)
     assert len({json.dumps(answer, sort_keys=True) for answer in answers}) == 3
 
 
@@ -110,7 +110,7 @@ def test_classifier_answers_labels_and_probabilities():
     assert len(set(body["predictions"])) > 1
     matrix = np.array([[r[n] for n in service.bundle.feature_names] for r in records])
     expected = service.bundle.model.predict_proba(matrix)
-    for row, probabilities, prediction in zip(expected, body["probabilities"], body["predictions"]):
+    for row, probabilities, prediction in zip(expected, body["probabilities"], body["predictions"], strict=True):
         assert list(probabilities) == labels
         assert [probabilities[label] for label in labels] == row.tolist()
         assert math.isclose(sum(probabilities.values()), 1.0)

@@ -47,14 +47,14 @@ def test_csv_in_chunks_answers_every_row_exactly_in_order(model, monkeypatch, he
     monkeypatch.setenv("MODEL_DIR", str(BUNDLES["diabetes"]))
     values = rows(50)  # 8 chunks of 7 rows, the last one short
     code, out, log = score(csv_of(values, header), "csv")
-    assert code == 0 and f"predict: 50 rows in" in log
+    assert code == 0 and "predict: 50 rows in" in log
     assert [float(line) for line in out.splitlines()] == model.predict(values).tolist()
 
 
 def test_json_lines_of_records_and_rows(model, monkeypatch):
     monkeypatch.setenv("MODEL_DIR", str(BUNDLES["diabetes"]))
     values = rows(10)
-    lines = [json.dumps(dict(zip(NAMES, map(float, row)))) if i % 2 else json.dumps(list(map(float, row)))
+    lines = [json.dumps(dict(zip(NAMES, map(float, row), strict=True))) if i % 2 else json.dumps(list(map(float, row)))
              for i, row in enumerate(values)]
     code, out, _ = score("\n".join(lines) + "\n", "jsonl")
     assert code == 0 and [json.loads(line) for line in out.splitlines()] == model.predict(values).tolist()

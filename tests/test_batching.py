@@ -73,7 +73,7 @@ def test_concurrent_requests_get_exactly_what_the_model_gives_them(diabetes):
 
     for _ in range(5):
         answers = run_together([lambda rows=rows: call(rows) for rows in requests])
-        for rows, answer in zip(requests, answers):
+        for rows, answer in zip(requests, answers, strict=True):
             assert answer["predictions"] == diabetes.model.predict(np.asarray(rows)).tolist()  # bit for bit
     assert max(sizes) > 5, f"no batch formed: {sizes}"  # the test proves nothing unless rows were stacked
     assert max(sizes) <= 64
@@ -118,7 +118,7 @@ def test_batches_never_exceed_max_rows_and_big_requests_run_alone():
     batcher = MicroBatcher(infer, lambda out, sizes: np.split(out, np.cumsum(sizes)[:-1]), max_rows=8, max_wait=0.05)
     matrices = [[[float(i)] * 2] * n for i, n in enumerate([3, 3, 3, 3, 20, 1, 1, 1])]
     answers = run_together([lambda m=m: batcher(m) for m in matrices])
-    for matrix, answer in zip(matrices, answers):
+    for matrix, answer in zip(matrices, answers, strict=True):
         assert answer.tolist() == np.asarray(matrix).sum(axis=1).tolist()
     assert max(calls) == 20 and all(size <= 8 for size in calls if size != 20)
     assert sum(calls) == sum(len(m) for m in matrices)

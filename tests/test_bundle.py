@@ -159,7 +159,7 @@ def test_warnings_become_json_log_lines_once_each(capsys):
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             for _ in range(3):
-                warnings.warn("X does not have valid feature names", UserWarning)
+                warnings.warn("X does not have valid feature names", UserWarning, stacklevel=1)
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     finally:
         logging.getLogger().handlers.clear()

@@ -15,7 +15,7 @@ import pytest
 from imagebuild import BuildError, bundle_requirements, model_input
 from imagebuild.pickle_walk import booster_names
 from service.app import create_app
-from service.derive import DeriveError, bundle, derive_card
+from derivecard.derive import DeriveError, bundle, derive_card
 from service.state import EXTENSION
 
 ROUND_TWO = Path(__file__).resolve().parent / "fixtures" / "round_two"

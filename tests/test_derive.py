@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.derive import DeriveError, bundle, derive_card
+from derivecard.derive import DeriveError, bundle, derive_card
 from service.state import EXTENSION
 
 from .byo_models import KINDS
@@ -40,7 +40,7 @@ def apps(bundles):
 def body_of(rows, names: list[str]) -> str:
     """What a user sends: DataFrame.to_json(orient="records") (NaN becomes null), or records of an array."""
     if isinstance(rows, np.ndarray):
-        return json.dumps([dict(zip(names, map(float, row))) for row in rows])
+        return json.dumps([dict(zip(names, map(float, row), strict=True)) for row in rows])
     return rows.to_json(orient="records")
 
 
@@ -185,7 +185,7 @@ def test_a_sample_without_the_models_columns_is_one_line(trained, tmp_path):
 
 def test_the_derive_command_fails_with_one_line_and_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("no model here")
-    result = subprocess.run([sys.executable, "-m", "service.derive", str(tmp_path), "--out", str(tmp_path / "o")],
+    result = subprocess.run([sys.executable, "-m", "derivecard", str(tmp_path), "--out", str(tmp_path / "o")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {tmp_path}: expected one model file")

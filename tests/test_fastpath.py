@@ -26,7 +26,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from service import fastpath
 from service.app import create_app
 from service.bundle import load_bundle
-from service.derive import bundle as derive_bundle
+from derivecard.derive import bundle as derive_bundle
 from service.errors import ApiError
 from service.predictor import FAST_PATH, MODEL_PATH, Predictor
 
@@ -125,7 +125,7 @@ def assert_same(got, expected) -> None:
     if isinstance(expected, Exception):
         assert isinstance(got, type(expected)) and str(got) == str(expected)
         return
-    for mine, theirs in zip(got, expected):
+    for mine, theirs in zip(got, expected, strict=True):
         assert (mine is None) == (theirs is None)
         if theirs is not None:
             assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
@@ -254,6 +254,6 @@ def test_a_dataframe_pipeline_with_text_and_nulls_gets_the_fast_path_bit_for_bit
     alone = [predictor.predict([row])["predictions"][0] for row in rows]
     assert together == alone == model.predict(held_out).tolist()
     unknown = [[feature.parse("paris", "row") if feature.name == "city" else row_value
-                for feature, row_value in zip(predictor.bundle.features, rows[0])]]
+                for feature, row_value in zip(predictor.bundle.features, rows[0], strict=True)]]
     assert predictor.predict(unknown)["predictions"] == model.predict(predictor.bundle.to_input(unknown)).tolist()
 

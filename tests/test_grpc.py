@@ -19,7 +19,7 @@ from service.state import EXTENSION
 
 from .byo_models import KINDS
 from .test_api import direct, records_for
-from .test_derive import apps, bundles  # noqa: F401  (the models users bring, derived as the build does)
+from .test_derive import apps, bundles
 
 CALL = "/inference.GRPCInferenceService/{}"
 
@@ -102,7 +102,7 @@ def test_raw_and_typed_contents_answer_as_predict_and_v2(channel, client, servic
     for answer in answers:
         assert answer.model_name == service.bundle.card["name"]
         assert len(answer.raw_output_contents) == len(answer.outputs) == len(expected)
-        for output, blob in zip(answer.outputs, answer.raw_output_contents):
+        for output, blob in zip(answer.outputs, answer.raw_output_contents, strict=True):
             datatype, shape, data = expected[output.name]
             assert (output.datatype, list(output.shape)) == (datatype, shape)
             assert not output.HasField("contents")
@@ -201,7 +201,7 @@ def test_the_models_users_bring_answer_as_model_predict(apps, trained, kind):
                 columns = {name: keep[name].astype(object).where(keep[name].notna(), None).tolist()
                            for name in keep.columns}
             tensors, raw = zip(*(raw_tensor(tensor.name, tensor.datatype, columns[tensor.name])
-                                 for tensor in metadata.inputs))
+                                 for tensor in metadata.inputs), strict=True)
             answer = infer(opened, service, list(tensors), list(raw))[0]
     finally:
         server.stop(0)

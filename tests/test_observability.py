@@ -11,8 +11,12 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
+from service.fastpath import Declined
 from service.logs import FLUSH_SECONDS, BatchedStreamHandler, JsonFormatter, request_id
+from service.state import EXTENSION
 
+from .conftest import BUNDLES
 from .test_api import records_for
 
 
@@ -195,3 +199,27 @@ def test_unmatched_paths_share_one_label(client):
     found = samples(client)
     assert value(found, "http_requests_total", endpoint="unmatched", method="GET", status="404") >= 2
     assert not any("/no/such" in str(labels) for _, labels in found)
+
+
+@pytest.mark.parametrize("raised, reason", [(Declined("values that are not finite"), "declined"),
+                                            (RuntimeError("an internal moved"), "failed")])
+def test_a_fast_path_fallback_is_logged_once_and_counted(raised, reason, caplog):
+    """model.predict answers, the same as ever; /metrics counts each time, the log says it the first time only."""
+    app = create_app({"MODEL_DIR": str(BUNDLES["diabetes"])})
+    service = app.extensions[EXTENSION]
+    client = app.test_client()
+    expected = client.post("/predict", json=records_for(service, 2)).get_json()["predictions"]
+
+    def fast(_data):
+        raise raised
+    service.predictor.fast = fast
+    caplog.set_level(logging.INFO, logger="service.predictor")
+    for _ in range(3):
+        answer = client.post("/predict", json=records_for(service, 2))
+        assert answer.status_code == 200 and answer.get_json()["predictions"] == expected
+    found = samples(client)
+    assert value(found, "fast_path_fallbacks_total", reason=reason) == 3
+    assert value(found, "fast_path_fallbacks_total", reason=({"declined", "failed"} - {reason}).pop()) == 0
+    lines = [r for r in caplog.records if r.name == "service.predictor" and "fast path" in r.getMessage()]
+    assert len(lines) == 1 and type(raised).__name__ in lines[0].getMessage()
+    assert lines[0].levelno == (logging.WARNING if reason == "failed" else logging.INFO)

@@ -30,7 +30,7 @@ def names(app: Any) -> list[str]:
 
 
 def expected(app: Any, rows: list[list[float]]) -> list[Any]:
-    answer = app.test_client().post("/predict", json=[dict(zip(names(app), row)) for row in rows])
+    answer = app.test_client().post("/predict", json=[dict(zip(names(app), row, strict=True)) for row in rows])
     assert answer.status_code == 200
     return answer.get_json()["predictions"]
 
@@ -45,7 +45,7 @@ def csv_text(rows: list[list[Any]], header: list[str] | None = None) -> str:
 def bodies(app: Any) -> dict[str, tuple[str, str | bytes]]:
     """Every body /invocations takes, each for the IRIS rows: (Content-Type, body)."""
     columns = names(app)
-    records = [dict(zip(columns, row)) for row in IRIS]
+    records = [dict(zip(columns, row, strict=True)) for row in IRIS]
     return {
         "csv": ("text/csv", csv_text(IRIS)),
         "csv with a header in another order": ("text/csv", csv_text([row[::-1] for row in IRIS], columns[::-1])),
@@ -131,7 +131,7 @@ def test_kserve_v1(iris):
     assert client.get(f"/v1/models/{name}").get_json() == {"name": name, "ready": True}
     answer = client.post(f"/v1/models/{name}:predict", json={"instances": IRIS})
     assert answer.get_json() == {"predictions": expected(iris, IRIS)}
-    records = [dict(zip(names(iris), row)) for row in IRIS]
+    records = [dict(zip(names(iris), row, strict=True)) for row in IRIS]
     assert client.post(f"/v1/models/{name}:predict", json={"instances": records}).get_json()["predictions"] == \
         expected(iris, IRIS)
     missing = client.post("/v1/models/other:predict", json={"instances": IRIS})
@@ -159,7 +159,7 @@ def test_vertex_may_name_predict_itself(monkeypatch):
     app = create_app({"MODEL_DIR": str(BUNDLES["iris"])})
     client = app.test_client()
     assert client.post("/predict", json={"instances": IRIS}).get_json() == {"predictions": expected(app, IRIS)}
-    records = [dict(zip(names(app), row)) for row in IRIS]
+    records = [dict(zip(names(app), row, strict=True)) for row in IRIS]
     assert client.post("/predict", json=records).get_json() == {"predictions": expected(app, IRIS)}
 
 

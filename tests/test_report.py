@@ -36,14 +36,14 @@ class FakeImage:
         history = [{"created_by": "/bin/sh -c #(nop)  ENV A=1", "empty_layer": True}]
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             names = []
-            for index, (data, created_by) in enumerate(self.layers):
+            for index, (_data, created_by) in enumerate(self.layers):
                 names.append(f"{index:064x}/layer.tar")
                 history.append({"created_by": created_by})
             # members in name order, as the engine writes them: not the layers' order
             diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data, _ in self.layers]
             config = json.dumps({"history": history, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
             manifest = json.dumps([{"Config": "c" * 64 + ".json", "Layers": names}]).encode()
-            members = sorted([(n, d) for n, (d, _) in zip(names, self.layers)] + [("c" * 64 + ".json", config)])
+            members = sorted([(n, d) for n, (d, _) in zip(names, self.layers, strict=True)] + [("c" * 64 + ".json", config)])
             for name, data in members + [("manifest.json", manifest)]:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)

@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import grpc
 from flask import Flask, g

@@ -20,7 +20,7 @@ from .conftest import BUDGET_MB, remove_build, run_container, tag
 pytestmark = pytest.mark.container
 def rows_body(kind: str, rows: Any, names: list[str]) -> bytes:
     if isinstance(rows, np.ndarray):
-        return json.dumps([dict(zip(names, map(float, row))) for row in rows]).encode()
+        return json.dumps([dict(zip(names, map(float, row), strict=True)) for row in rows]).encode()
     return rows.to_json(orient="records").encode()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from imagebuild.http_calls import call
 
-from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
+from .variants import default_and_pruned
 
 pytestmark = pytest.mark.container
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from imagebuild.http_calls import free_port
 
 from ..venvs import run
 from .conftest import remove_build, run_container
-from .test_clients import ROWS, clients, local  # noqa: F401  (the clients' venv and the default bundle)
+from .test_clients import ROWS, clients, local
 
 pytestmark = pytest.mark.container
 MEASURED = Path(__file__).resolve().parents[2] / "reports" / "grpc.json"
@@ -143,7 +144,7 @@ def test_every_worker_answers_grpc(clients, grpc_served, local):
     listening = {line["pid"] for line in lines if line["message"].startswith("gRPC on")}
     answering = {line["pid"] for line in lines if line.get("path", "").endswith("/ModelInfer")}
     assert len(listening) == 2 and answering == listening, (listening, answering)
-    assert grpc_served.call("POST", "/predict", dict(zip(local.feature_names, ROWS[0])))[0] == 200
+    assert grpc_served.call("POST", "/predict", dict(zip(local.feature_names, ROWS[0], strict=True)))[0] == 200
 
 
 def test_the_default_image_refuses_grpc_in_one_line(docker_client, default_image):

@@ -10,12 +10,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from ..hostile import RECORD, drain_outcome, invented_methods, keep_alive_clients, predicts, stop_under_load
-from ..test_hostile import (HOSTILE_SETTINGS, test_a_chunk_larger_than_the_body_cap_gets_413_at_once,  # noqa: F401
+from ..test_hostile import (HOSTILE_SETTINGS, test_a_chunk_larger_than_the_body_cap_gets_413_at_once,
                             test_a_half_closed_partial_request_is_closed,
                             test_a_request_head_that_does_not_parse_is_answered_400_and_closed,
                             test_after_the_fuzzer_the_service_predicts_and_holds_no_slot,

@@ -18,7 +18,7 @@ from .conftest import PRUNED_BUDGET
 from ..test_build_tools import _build_script
 from ..test_errors import BAD_BODIES
 
-from .variants import default_and_pruned  # noqa: F401  (every test here: the default image and --prune's)
+from .variants import default_and_pruned
 
 pytestmark = pytest.mark.container
 
@@ -40,7 +40,8 @@ def test_get_endpoints_answer_as_in_process(served, local, path):
 def test_examples_and_their_predictions_match_in_process(served, local):
     _, _, body = served.call("GET", "/examples")
     expected = local.test_client().get("/examples").get_json()
-    strip = lambda examples: [{k: v for k, v in e.items() if k != "curl"} for e in examples]  # noqa: E731
+    def strip(examples):
+        return [{k: v for k, v in e.items() if k != "curl"} for e in examples]
     assert strip(body["examples"]) == strip(expected["examples"])
     for example in body["examples"]:
         assert example["curl"].startswith(f"curl -s -X POST {served.url}/predict ")
@@ -140,8 +141,8 @@ def test_docker_stop_returns_within_3_seconds(fresh):
     assert fresh.container.attrs["State"]["ExitCode"] == 0
 
 
-def test_image_is_within_the_size_budget(image):
-    assert image["size"] <= image["budget"]["limit"]
+def test_sizes_are_consistent_and_the_service_is_the_thin_top_layer(image):
+    """(The budget itself is the build's own gate: a build over it fails, tests/test_build_tools.py.)"""
     assert 0 < image["zstd_size"] < image["compressed_size"] < image["size"]
     assert image["layers"][-1]["size"] < 1_000_000, "service/ must be the thin top layer"
     if "pruned" in image:

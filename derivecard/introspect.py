@@ -43,7 +43,7 @@ def _columns_of(spec: Any, columns: list[str]) -> list[str]:
         return columns[spec]
     items = [_plain(item) for item in spec] if hasattr(spec, "__iter__") else []
     if items and all(isinstance(item, bool) for item in items):
-        return [name for name, keep in zip(columns, items) if keep]
+        return [name for name, keep in zip(columns, items, strict=False) if keep]
     return [columns[item] if isinstance(item, int) else str(item) for item in items]
 
 
@@ -75,7 +75,7 @@ def _visit(estimator: Any, columns: list[str], found: dict[str, Known]) -> None:
             known.missing = known.missing or marker
         return
     if hasattr(estimator, "categories_") and isinstance(estimator.categories_, list):
-        for column, categories in zip(columns, estimator.categories_):
+        for column, categories in zip(columns, estimator.categories_, strict=False):
             known = found.setdefault(column, Known())
             values = [_plain(value) for value in categories]
             known.values = [value for value in values if _marker(value) is None]
@@ -87,14 +87,14 @@ def _visit(estimator: Any, columns: list[str], found: dict[str, Known]) -> None:
         if estimator._preprocessor is not None:
             _visit(estimator._preprocessor, columns, found)
         if getattr(estimator, "categorical_features", None) == "from_dtype":
-            for column, flag in zip(columns, categorical):
+            for column, flag in zip(columns, categorical, strict=False):
                 if flag:
                     found.setdefault(column, Known()).category_dtype = True
         return
     booster = getattr(estimator, "_Booster", None)
     if booster is not None and getattr(booster, "pandas_categorical", None):
         positions = booster.params.get("categorical_column") or []
-        for position, categories in zip(positions, booster.pandas_categorical):
+        for position, categories in zip(positions, booster.pandas_categorical, strict=False):
             known = found.setdefault(columns[position], Known())
             known.values, known.category_dtype = [_plain(v) for v in categories], True
 

@@ -93,7 +93,7 @@ def read_sample(path: Path) -> tuple[dict[str, Column], int]:
                 if len(row) != len(header):
                     raise SampleError(f"sample {path.name} line {line}: {len(row)} cells, the header has "
                                       f"{len(header)}")
-                for column, text in zip(cells, row):
+                for column, text in zip(cells, row, strict=True):
                     column.append(text)
                 count += 1
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -101,7 +101,7 @@ def read_sample(path: Path) -> tuple[dict[str, Column], int]:
     if not count:
         raise SampleError(f"sample {path.name} has a header but no rows")
     columns = {}
-    for name, texts in zip(header, cells):
+    for name, texts in zip(header, cells, strict=True):
         kind = column_type([text for text in texts if text not in MISSING])
         values = [None if text in MISSING else typed(text, kind) for text in texts]
         columns[name] = Column(name, kind, values, texts)

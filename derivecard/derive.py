@@ -1,10 +1,10 @@
-"""`python -m service.derive MODEL --out DIR [--sample CSV] [--trust TYPE]`: a servable bundle (card.json and the
+"""`python -m derivecard MODEL --out DIR [--sample CSV] [--trust TYPE]`: a servable bundle (card.json and the
 model file) from a fitted model, derived, never hand-written; or a hand-written bundle, checked.
 
 From the model: feature names (feature_names_in_, else the sample's header, else x0..xN), task, classes, the
 categories its encoders know, how training marked missing values, pandas categoricals, the scikit-learn version
 and the sha256. From the sample (rows of the training data, CSV): each feature's type, whether it may be missing,
-its range, and two real example rows. Then the live model is asked (service/probes.py): how it takes its rows (a
+its range, and two real example rows. Then the live model is asked (derivecard/probes.py): how it takes its rows (a
 2-D array, a list of texts, a DataFrame), whether it accepts each example, a value it has never seen, a missing
 value where the sample had some.
 
@@ -21,15 +21,16 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from modelcard.card import FORMATS, card_problems, untrusted_problem
 from modelcard.features import Feature, values_type
 
-from . import __version__
-from .bundle import (CARD_FILE, BundleError, check_model, final_estimator, fitted_estimator, load_model, read_card,
+from service import __version__
+from service.bundle import (CARD_FILE, BundleError, check_model, final_estimator, fitted_estimator, load_model, read_card,
                      sha256_file)
-from .frames import column_dtype
+from service.frames import column_dtype
 from .probes import ModelRefusal, input_kind, settled
 from .introspect import Known, known_columns
 from .sample import Column, SampleError, read_sample
@@ -157,9 +158,11 @@ def _hint(candidates: dict[str, list[dict[str, Any]]], sample: bool) -> str:
             "transformer's fit (or import pandas in your --code)")
 
 
-def _examples(columns: dict[str, Column]) -> list[dict[str, Any]]:
-    """Up to two real rows: the first complete one, and the first with a missing value (else the second)."""
-    if not columns:
+def _examples(typed: dict[str, Column | None]) -> list[dict[str, Any]]:
+    """Up to two real rows: the first complete one, and the first with a missing value (else the second); none
+    unless the sample has every feature."""
+    columns = {name: column for name, column in typed.items() if column is not None}
+    if not columns or len(columns) != len(typed):
         return []
     count = len(next(iter(columns.values())).values)
     rows = [{name: column.values[i] for name, column in columns.items()} for i in range(count)]
@@ -251,8 +254,8 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
     }
     if classes is not None:
         card["output"]["labels"] = [_plain(label) for label in classes]
-    if columns:
-        card["dataset"] = {"sample": sample.name, "rows": rows_read}  # type: ignore[union-attr]
+    if columns and sample is not None:
+        card["dataset"] = {"sample": sample.name, "rows": rows_read}
     problems = card_problems(card)
     if problems:
         raise DeriveError("\n".join(f"derived card: {problem}" for problem in problems))
@@ -286,7 +289,7 @@ def bundle(model: Path, out: Path, sample: Path | None = None, trust: Sequence[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.derive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m derivecard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a model file (.joblib, .pkl, .pickle, .skops) or a bundle folder")
     parser.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
@@ -305,6 +308,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"card: note: {note}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

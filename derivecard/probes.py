@@ -2,7 +2,7 @@
 typical record and the sample's rows, a value it has never seen (refused where the model itself knows the
 feature's values, e.g. an encoder with handle_unknown="error": the feature's values are closed; values read from
 the sample never close a feature), a missing value (refused: the feature may not be null; for text, whether it
-takes None or NaN). service/derive.py settles the card's features with the answers.
+takes None or NaN). derivecard/derive.py settles the card's features with the answers.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from modelcard.features import Feature, values_type
 
-from .frames import input_builder
+from service.frames import input_builder
 
 UNSEEN = "__a value never seen in training__"
 GIVEN = {"array": "a 2-D array", "dataframe": "a DataFrame", "texts": "a list of texts"}
