@@ -3,18 +3,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as output:
-        output.write(data)
-    os.replace(temporary, path)
+from imagebuild import write_atomic
 
 
 def ms(value: float | None) -> str:
@@ -140,8 +132,8 @@ def latency_chart(results: dict[str, Any]) -> bytes:
 def write(results: dict[str, Any], stem: Path) -> dict[str, Path]:
     paths = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md"), "png": stem.with_suffix(".png"),
              "latency_png": stem.with_name(stem.name + "-latency.png")}
-    write_atomically(paths["json"], json.dumps(results, indent=2).encode())
-    write_atomically(paths["markdown"], markdown(results).encode())
-    write_atomically(paths["png"], chart(results))
-    write_atomically(paths["latency_png"], latency_chart(results))
+    write_atomic(paths["json"], json.dumps(results, indent=2).encode())
+    write_atomic(paths["markdown"], markdown(results).encode())
+    write_atomic(paths["png"], chart(results))
+    write_atomic(paths["latency_png"], latency_chart(results))
     return paths

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from modelcard.card import FORMATS, card_problems, untrusted_problem
+from modelcard.card import FORMATS, card_problems, model_files, plain, sha256_file, untrusted_problem
 from modelcard.features import Feature, values_type
 
 from service import __version__
-from service.bundle import (CARD_FILE, BundleError, check_model, final_estimator, fitted_estimator, load_model, read_card,
-                     sha256_file)
+from service.bundle import (CARD_FILE, BundleError, check_model, final_estimator, fitted_estimator, load_model,
+                            read_card)
 from service.frames import column_dtype
 from .probes import ModelRefusal, input_kind, settled
 from .introspect import Known, known_columns
@@ -42,13 +42,9 @@ class DeriveError(Exception):
     """The model cannot be described for serving; one line per problem."""
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def find_model(folder: Path) -> Path:
     """The one model file in a folder."""
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+    found = model_files(folder)
     if len(found) != 1:
         raise DeriveError(f"{folder}: expected one model file ({', '.join(sorted(FORMATS))}), found "
                           f"{len(found)}{': ' + ', '.join(p.name for p in found) if found else ''}")
@@ -253,7 +249,7 @@ def derive_card(artifact: Path, sample: Path | None = None, trust: Sequence[str]
         "notes": notes + probed,
     }
     if classes is not None:
-        card["output"]["labels"] = [_plain(label) for label in classes]
+        card["output"]["labels"] = [plain(label) for label in classes]
     if columns and sample is not None:
         card["dataset"] = {"sample": sample.name, "rows": rows_read}
     problems = card_problems(card)

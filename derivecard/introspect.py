@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from modelcard.card import plain
+
 
 @dataclass
 class Known:
@@ -19,10 +21,6 @@ class Known:
     values: list[Any] | None = None  # the categories seen in training, missing ones left out
     missing: str | None = None  # "NaN" or "None": the marker of a missing value in training
     category_dtype: bool = False  # the column was a pandas categorical
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def _marker(value: Any) -> str | None:
@@ -41,7 +39,7 @@ def _columns_of(spec: Any, columns: list[str]) -> list[str]:
         return [columns[spec]]
     if isinstance(spec, slice):
         return columns[spec]
-    items = [_plain(item) for item in spec] if hasattr(spec, "__iter__") else []
+    items = [plain(item) for item in spec] if hasattr(spec, "__iter__") else []
     if items and all(isinstance(item, bool) for item in items):
         return [name for name, keep in zip(columns, items, strict=False) if keep]
     return [columns[item] if isinstance(item, int) else str(item) for item in items]
@@ -77,7 +75,7 @@ def _visit(estimator: Any, columns: list[str], found: dict[str, Known]) -> None:
     if hasattr(estimator, "categories_") and isinstance(estimator.categories_, list):
         for column, categories in zip(columns, estimator.categories_, strict=False):
             known = found.setdefault(column, Known())
-            values = [_plain(value) for value in categories]
+            values = [plain(value) for value in categories]
             known.values = [value for value in values if _marker(value) is None]
             known.missing = known.missing or next((_marker(v) for v in values if _marker(v)), None)
         return
@@ -96,7 +94,7 @@ def _visit(estimator: Any, columns: list[str], found: dict[str, Known]) -> None:
         positions = booster.params.get("categorical_column") or []
         for position, categories in zip(positions, booster.pandas_categorical, strict=False):
             known = found.setdefault(columns[position], Known())
-            known.values, known.category_dtype = [_plain(v) for v in categories], True
+            known.values, known.category_dtype = [plain(v) for v in categories], True
 
 
 def known_columns(model: Any, columns: list[str]) -> dict[str, Known]:

@@ -11,16 +11,18 @@ rebuild it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelcard.card import sha256_file
+
 from . import ROOT, BuildError, archive
 from . import debs
+from .docker_build import split_reference
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
-                          resolve_section, section_key, sha256_file, verify_debs, with_pool_paths)
+                          resolve_section, section_key, verify_debs, with_pool_paths)
 from .platforms import Platform
 from .progress import say
 from .rootfs import DEBS_IN_STAGE, NONROOT, RUNTIME_TRIM, compose_builder_stage, compose_runtime
@@ -68,7 +70,7 @@ def image_key(kind: str, section: dict[str, Any]) -> str:
     """The base image's tag: its lock section's key, and for the runtime the way its root is composed."""
     if kind != "runtime":
         return section_key(section)
-    trim = hashlib.sha256(RUNTIME_TRIM.read_bytes()).hexdigest()
+    trim = sha256_file(RUNTIME_TRIM)
     return section_key({**section, "composition": RUNTIME_COMPOSITION, "trim": trim})
 
 
@@ -165,7 +167,7 @@ def builder_base(client: Any, update: bool, locked: dict[str, Any], platform: Pl
     say(f"assembling the {platform.name} builder base (Debian {SUITE}, python3.13, {len(section['packages'])} "
         f"packages)")
     reference = _reference("builder", section)
-    repository, tag = reference.rsplit(":", 1)
+    repository, tag = split_reference(reference)
     stage = f"{repository}-stage:{tag}"
     downloaded = debs.fetch_section(section)
     with tempfile.TemporaryDirectory(prefix="builder-base-") as temporary:
@@ -198,7 +200,7 @@ def import_image(client: Any, tar: Path | BinaryIO, reference: str, platform: Pl
                  changes: list[str] | None = None) -> None:
     """`docker import` of a root file system tar (a file, or a stream) as an image of `platform` (the Docker
     SDK's import_image takes no platform; the engine's API does, since 1.32)."""
-    repository, tag = reference.rsplit(":", 1)
+    repository, tag = split_reference(reference)
     params: dict[str, Any] = {"fromSrc": "-", "repo": repository, "tag": tag, "platform": platform.name}
     if changes:
         params["changes"] = changes

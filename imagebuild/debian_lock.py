@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable
 
+from modelcard.card import sha256_file
+
 from . import ROOT, BuildError, write_atomic
 from .debs import Deb, mirror
 from .platforms import Platform
@@ -22,11 +24,6 @@ SUITE = "trixie"
 LOCK = ROOT / "build" / "debian.lock.json"
 RUNTIME_LIST = ROOT / "build" / "runtime-packages.txt"
 BUILDER_LIST = ROOT / "build" / "builder-packages.txt"
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_groups(path: Path) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import docker.errors
+from docker.utils import parse_repository_tag
 
 from . import ROOT, BuildError
 from .model_input import ModelSource, code_files, head_of_sample
@@ -127,11 +128,10 @@ def debug_context(dockerfile: str, busybox: Path, applets: list[str]) -> io.Byte
 
 
 def split_reference(reference: str) -> tuple[str, str]:
-    """REPOSITORY and TAG of an image reference (a registry's port is not a tag)."""
-    if ":" in reference.rsplit("/", 1)[-1]:
-        repository, tag = reference.rsplit(":", 1)
-        return repository, tag
-    return reference, "latest"
+    """REPOSITORY and TAG of an image reference, the Docker SDK's way (a registry's port is not a tag; no tag
+    is `latest`)."""
+    repository, tag = parse_repository_tag(reference)
+    return repository, tag or "latest"
 
 
 def builder_reference(reference: str) -> str:

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcard.card import CARD_FILE, FORMATS, CardError, read_card, untrusted_problem
+from modelcard.card import CARD_FILE, FORMATS, CardError, model_files, read_card, untrusted_problem
 
 from . import ROOT, BuildError
 
@@ -82,7 +82,7 @@ def model_source(model: Path | None, sample: Path | None = None, code: list[Path
                              f"applies when the card is derived (give the model file instead of the folder)")
         card, artifact = _hand_card(model)
     elif model.is_dir():
-        found = sorted(p for p in model.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+        found = model_files(model)
         if len(found) != 1:
             raise BuildError(f"--model {model}: expected one model file ({', '.join(sorted(FORMATS))}) or a "
                              f"card.json, found {len(found)} model files")

@@ -8,11 +8,8 @@ from __future__ import annotations
 import io
 import pickletools
 import re
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .scan import Scan
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 BOOSTER = ("xgboost.core", "Booster")
@@ -72,8 +69,24 @@ def _array_bytes(wrapper: _Object) -> tuple[int, bool, bool]:
     return count * itemsize, False, state.get("numpy_array_alignment_bytes") is not None
 
 
-def walk(stream: IO[bytes], scan: Scan) -> None:
+@dataclass
+class Findings:
+    """What a pickle references and records, found without running it."""
+
+    globals: set[tuple[str, str]] = field(default_factory=set)  # (module, name) of every class or function
+    sklearn_version: str | None = None  # the first estimator's _sklearn_version
+    dataframe: bool = False  # some estimator recorded feature_names_in_: it was fitted on a DataFrame
+
+
+def walk(stream: IO[bytes]) -> Findings:
     """Run the pickle at the stream's position to its STOP, recording globals; skips joblib's raw arrays."""
+    found = Findings()
+    _walk(stream, found)
+    return found
+
+
+def _walk(stream: IO[bytes], scan: Findings) -> None:
+    """walk(), adding to `scan` (a nested pickle adds to its container's findings)."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
 
@@ -213,11 +226,11 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def _skip_array(stream: IO[bytes], wrapper: _Object, scan: Scan) -> None:
+def _skip_array(stream: IO[bytes], wrapper: _Object, scan: Findings) -> None:
     """Step over the array data joblib wrote right after the wrapper."""
     size, objects, padded = _array_bytes(wrapper)
     if objects:
-        walk(stream, scan)  # a nested pickle of the array
+        _walk(stream, scan)  # a nested pickle of the array
         return
     if padded:
         padding = stream.read(1)

@@ -10,9 +10,10 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
+from modelcard.card import sha256_file
+
 from . import ROOT
 from .registry import MANIFEST_TYPE
-from .debian_lock import sha256_file
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 PREDICATE = "https://slsa.dev/provenance/v1"

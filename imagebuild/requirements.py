@@ -1,11 +1,14 @@
 """requirements.in from service/'s imports (pipreqs), requirements.txt pinned with hashes (pip-tools)."""
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from modelcard.card import sha256_file
 
 from . import ROOT, BuildError
 
@@ -20,7 +23,7 @@ IMPORT_OVERRIDES = {"swagger_ui_bundle": "swagger-ui-bundle-v2"}
 
 def normalize(name: str) -> str:
     """PEP 503 name normalization: Scikit_Learn -> scikit-learn."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(name)
 
 
 IMAGE_PACKAGES = ("service", "modelcard", "derivecard")  # the repository's packages the image's venv runs
@@ -48,9 +51,6 @@ def listed_packages(requirements_in: Path) -> list[str]:
                    for line in (raw.strip() for raw in lines) if line and not line.startswith("#")})
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def pinned(requirements_txt: Path) -> dict[str, str]:
     """name -> version for every `name==version` line."""
@@ -76,7 +76,7 @@ def check(root: Path = ROOT, also: list[str] | None = None) -> dict[str, str]:
         raise BuildError(f"requirements.in is stale against service/'s imports ({detail}); "
                          f"run `python scripts/build.py --update-requirements`")
     if not requirements_txt.exists() or \
-            f"{TXT_STAMP}{digest(requirements_in)}" not in requirements_txt.read_text(encoding="utf-8"):
+            f"{TXT_STAMP}{sha256_file(requirements_in)}" not in requirements_txt.read_text(encoding="utf-8"):
         raise BuildError("requirements.txt was not compiled from the current requirements.in; "
                          "run `python scripts/build.py --update-requirements`")
     pins = pinned(requirements_txt)
@@ -111,4 +111,4 @@ def update(root: Path = ROOT, also: list[str] | None = None) -> None:
     requirements_in.write_text(IN_HEADER + "".join(f"{name}\n" for name in names), encoding="utf-8")
     compile_requirements(requirements_in, requirements_txt)
     body = requirements_txt.read_text(encoding="utf-8")
-    requirements_txt.write_text(f"{TXT_STAMP}{digest(requirements_in)}\n{body}", encoding="utf-8")
+    requirements_txt.write_text(f"{TXT_STAMP}{sha256_file(requirements_in)}\n{body}", encoding="utf-8")

@@ -14,8 +14,11 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
+from modelcard.card import sha256_file
+
 from . import BuildError
-from .debian_lock import SUITE, sha256_file
+from .debian_lock import SUITE
+from .docker_build import split_reference
 from .requirements import normalize
 from .wheels import blocks
 
@@ -79,8 +82,8 @@ def document(reference: str, distributions: list[Distribution], debian: dict[str
     model_sha256 = sha256_file(model)
     components.append(Component(name=model.name, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref="model",
                                 hashes=sha256(model_sha256)))
-    repository, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "")
-    image = Component(name=repository, version=tag or "latest", type=ComponentType.CONTAINER, bom_ref="image",
+    repository, tag = split_reference(reference)
+    image = Component(name=repository, version=tag, type=ComponentType.CONTAINER, bom_ref="image",
                       properties=[Property(name=BASE_PROPERTY, value=base)])
     timestamp = datetime.fromtimestamp(epoch_seconds, UTC)
     identity = hashlib.sha256(repr((reference, distributions, sorted(debian.items()), model_sha256,

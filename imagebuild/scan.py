@@ -106,8 +106,8 @@ def scan_model(path: Path) -> Scan:
         return scan
     with _inflated(path) as stream:
         try:
-            walk(stream, scan)
+            found = walk(stream)
         except (ValueError, IndexError, KeyError, EOFError) as exc:
             raise BuildError(f"cannot read {path.name} as a {scan.format} file without loading it: {exc}; "
                              f"save it with joblib.dump(model, path) or pickle.dump") from None
-    return scan
+    return Scan(scan.format, found.globals, found.sklearn_version, found.dataframe)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import ROOT
+from modelcard.card import sha256_file
+
+from . import ROOT, write_atomic
 
 SEED = 7  # the book's seed
 
@@ -141,12 +141,10 @@ def write_bundle(directory: Path, model: Any, card: dict[str, Any], created: str
     directory.mkdir(parents=True, exist_ok=True)
     artifact = directory / "model.joblib"
     joblib.dump(model, artifact)
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    digest = sha256_file(artifact)
     card = {**card, "sklearn_version": sklearn.__version__,
             "artifact": {"file": artifact.name, "sha256": digest}, "created": created}
-    temporary = directory / "card.json.tmp"
-    temporary.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, directory / "card.json")
+    write_atomic(directory / "card.json", json.dumps(card, indent=2) + "\n")
 
 
 BUNDLES: dict[str, Callable[[], tuple[Any, dict[str, Any]]]] = {"diabetes": diabetes, "iris": iris}

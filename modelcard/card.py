@@ -7,6 +7,7 @@ validator package; tests/test_card.py checks that the jsonschema package gives t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,23 @@ ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default"}
 TEXT_TYPES = ("string", "category")
 DTYPES_WITHOUT_NULL = ("int64", "int32", "bool")
 FORMATS = {".joblib": "joblib", ".pkl": "pickle", ".pickle": "pickle", ".skops": "skops"}  # by file suffix
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (the card's artifact.sha256; the build's downloads and records)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The model files (FORMATS) in a folder, by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars as the Python values JSON encodes exactly (float64 round-trips through repr); the rest as
+    it is. Duck-typed (`.item()`), so that this module needs only the standard library."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _is(kind: str, value: Any) -> bool:

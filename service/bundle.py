@@ -5,14 +5,13 @@ pickle; a skops file through skops' trusted-types check), then the estimator aga
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from modelcard.card import CARD_FILE, CardError, artifact_format
+from modelcard.card import CARD_FILE, CardError, artifact_format, sha256_file
 from modelcard.card import read_card as read_checked_card
 from modelcard.features import Feature
 
@@ -23,12 +22,6 @@ BUILD_HINT = "build an image for this model with `python scripts/build.py --mode
 
 class BundleError(Exception):
     """The bundle cannot be served. Each line of the message is one problem: what, where, and what to do."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from modelcard.card import plain
 from modelcard.features import Feature
 
 from .batching import MicroBatcher
@@ -23,11 +24,6 @@ MODEL_PATH = "model.predict"
 FAST_PATH = "fast"
 EXTRA_OUTPUTS = ("decision_function", "score_samples")  # answered when asked for; predict (and predict_proba) always
 DECLINED, FAILED = "declined", "failed"  # why model.predict answered rows the fast path was on for
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars to the Python values JSON encodes exactly (float64 round-trips through repr)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def probe_value(feature: Feature, rng: np.random.Generator, index: int) -> Any:
@@ -241,7 +237,7 @@ class Predictor:
             "model": self.bundle.card["name"],
             "model_version": self.bundle.card["version"],
             **({"index": index} if index is not None else {}),
-            "predictions": [_plain(value) for value in predictions],
+            "predictions": [plain(value) for value in predictions],
         }
         if probabilities is not None:
             result["probabilities"] = [
