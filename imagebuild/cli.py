@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from .progress import say
 
 if TYPE_CHECKING:
     from .model_input import ModelSource
+    from .registry import Pushed
     from .reproducible import Epoch
 
 REPOSITORY = "sklearn-model-service"
@@ -32,7 +33,36 @@ PINNED_BASE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 SOURCE_URL = "https://github.com/sklearn-model-service/sklearn-model-service"
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Options:
+    """The command line, typed: parse() makes it from argv, and every step reads it."""
+
+    model: Path | None = None
+    sample: Path | None = None
+    code: list[Path] = field(default_factory=list)
+    trust: list[str] = field(default_factory=list)
+    python: str | None = None
+    tag: str | None = None
+    size_budget: float | None = None
+    compare: Path | None = None
+    max_growth: float | None = None
+    summary: Path | None = None
+    bundle_out: Path | None = None
+    prune: bool = False
+    grpc: bool = False
+    platform: str | None = None
+    base: str | None = None
+    update_requirements: bool = False
+    update_lock: bool = False
+    report: Path | None = None
+    clean: bool = False
+    debug: bool = False
+    push: str | None = None
+    latest: bool = False
+    manifests: Path | None = None
+
+
+def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="scripts/build.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, metavar="MODEL",
@@ -96,7 +126,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifests", type=Path, metavar="DIR",
                         help="with --push, write deploy/'s Kubernetes and KServe manifests to DIR with the pushed "
                              "image's digest in place")
-    return parser.parse_args(argv)
+    return Options(**vars(parser.parse_args(argv)))
 
 
 def service_version() -> str:
@@ -138,13 +168,13 @@ def choose_runtime_base(client: Any, base: str | None, update_lock: bool, locked
     return base, locked
 
 
-def base_images(client: Any, args: argparse.Namespace, platform: Platform) -> tuple[str, str]:
+def base_images(client: Any, options: Options, platform: Platform) -> tuple[str, str]:
     """The builder and runtime bases of one platform; the lock file is rewritten only when its content changes."""
     from . import bases, debian_lock
     lock = debian_lock.read_lock()
     locked = debian_lock.sections(lock, platform)
-    builder, builder_section = bases.builder_base(client, args.update_lock, locked.get("builder", {}), platform)
-    runtime, runtime_section = choose_runtime_base(client, args.base, args.update_lock, locked.get("runtime", {}),
+    builder, builder_section = bases.builder_base(client, options.update_lock, locked.get("builder", {}), platform)
+    runtime, runtime_section = choose_runtime_base(client, options.base, options.update_lock, locked.get("runtime", {}),
                                                    platform)
     updated = debian_lock.with_sections(lock, platform, builder=builder_section, runtime=runtime_section)
     bases.check_same_python(*(sections[kind] for sections in updated.values() for kind in ("builder", "runtime")
@@ -223,27 +253,27 @@ class Built:
     debug: dict[str, Any] | None
 
 
-def platform_sbom(args: argparse.Namespace, target: Target, source: ModelSource, requirements_path: Path,
+def platform_sbom(options: Options, target: Target, source: ModelSource, requirements_path: Path,
                   wheelhouse: Path, runtime: str, epoch: Epoch) -> str:
     """The SBOM of one platform's image: its wheels and (unless --base) its locked Debian packages."""
     from . import debian_lock, sbom
     # The lock describes the Debian packages of the base assembled here, not those of one given with --base.
-    debian = {} if args.base else \
+    debian = {} if options.base else \
         debian_lock.sections(debian_lock.read_lock(), target.platform)["runtime"]["packages"]
-    if args.base:
+    if options.base:
         say(f"the SBOM leaves out the Debian packages of {runtime}: its /var/lib/dpkg/status.d lists them")
     return sbom.document(target.reference, sbom.python_distributions(requirements_path, wheelhouse), debian,
                          source.artifact, epoch.seconds, runtime)
 
 
-def build_native(client: Any, args: argparse.Namespace, target: Target, source: ModelSource,
+def build_native(client: Any, options: Options, target: Target, source: ModelSource,
                  requirements_path: Path, epoch: Epoch, version: str) -> Built:
     """The engine's own platform's image: bases, wheels, builder, runtime, normalization."""
     from . import docker_build, report, reproducible, wheels
     platform, reference = target.platform, target.reference
     wheelhouse = wheels.wheelhouse(requirements_path, platform)
-    builder_base, runtime = base_images(client, args, platform)
-    sbom_text = platform_sbom(args, target, source, requirements_path, wheelhouse, runtime, epoch)
+    builder_base, runtime = base_images(client, options, platform)
+    sbom_text = platform_sbom(options, target, source, requirements_path, wheelhouse, runtime, epoch)
     builder_tag = docker_build.builder_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
     say(f"building {builder_tag} on {builder_base}")
@@ -253,11 +283,11 @@ def build_native(client: Any, args: argparse.Namespace, target: Target, source: 
     as_built = docker_build.cache_reference(reference)
     say(f"building {reference} on {runtime}")
     pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
-        if args.prune else {}
+        if options.prune else {}
     docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
                        {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
                         "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
-                        "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if args.grpc else "0",
+                        "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if options.grpc else "0",
                         **pruning}, labels, platform)
     say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
         f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
@@ -267,18 +297,18 @@ def build_native(client: Any, args: argparse.Namespace, target: Target, source: 
     return Built(target, {"bases": {"builder": builder_base, "runtime": runtime}}, sbom_text, images, None)
 
 
-def build_cross(client: Any, args: argparse.Namespace, target: Target, native: Built, source: ModelSource,
+def build_cross(client: Any, options: Options, target: Target, native: Built, source: ModelSource,
                 requirements_path: Path, epoch: Epoch) -> Built:
     """Another platform's image, assembled from the engine's own (imagebuild/cross.py): no emulator."""
     from . import bases, cross, debian_lock, docker_build, wheels
     platform, reference = target.platform, target.reference
     wheelhouse = wheels.wheelhouse(requirements_path, platform, from_source=False)
-    runtime, section = bases.runtime_base(client, args.update_lock, debian_lock.sections(
+    runtime, section = bases.runtime_base(client, options.update_lock, debian_lock.sections(
         debian_lock.read_lock(), platform).get("runtime", {}), platform)
     lock = debian_lock.read_lock()
     if section != debian_lock.sections(lock, platform).get("runtime"):
         debian_lock.write_lock(debian_lock.with_sections(lock, platform, runtime=section))
-    sbom_text = platform_sbom(args, target, source, requirements_path, wheelhouse, runtime, epoch)
+    sbom_text = platform_sbom(options, target, source, requirements_path, wheelhouse, runtime, epoch)
     builder_base = native.images["builder base"][0]
     parts = docker_build.cross_reference(reference)
     labels = {docker_build.BUILD_LABEL: reference}
@@ -297,12 +327,12 @@ def build_cross(client: Any, args: argparse.Namespace, target: Target, native: B
     return Built(target, {"bases": {"builder": builder_base, "runtime": runtime}}, sbom_text, images, None)
 
 
-def finish(client: Any, args: argparse.Namespace, built: Built, requirements_path: Path, epoch: Epoch) -> Built:
+def finish(client: Any, options: Options, built: Built, plan: Plan) -> Built:
     """A platform's image built: its debug twin, the pruning of superseded builds, the report and the records."""
-    from . import debian_lock, docker_build, gate, report, served
+    from . import debian_lock, docker_build, report, served
     reference, platform = built.target.reference, built.target.platform
     labels = {docker_build.BUILD_LABEL: reference}
-    debug = build_debug(client, reference, labels, epoch, args.update_lock, platform) if args.debug else None
+    debug = build_debug(client, reference, labels, plan.epoch, options.update_lock, platform) if options.debug else None
     reclaimed = docker_build.prune_superseded(client, reference)  # the debug twin's too: it carries the label
     if reclaimed:
         say(f"pruned superseded builds of {reference} ({reclaimed / 1e6:.0f} MB)")
@@ -310,195 +340,255 @@ def finish(client: Any, args: argparse.Namespace, built: Built, requirements_pat
     result = report.analyze(client, reference)
     result["platform"] = platform.name
     result["model"] = served.summary(served.served_card(client, reference))
-    if args.prune:
+    if options.prune:
         result["pruned"] = served.pruned(client, reference)
     result["bases"] = {**built.result["bases"],
-                       "runtime_from": "--base" if args.base else str(debian_lock.LOCK.relative_to(ROOT))}
-    result["source_date_epoch"] = {"seconds": epoch.seconds, "time": epoch.iso(), "source": epoch.source}
+                       "runtime_from": "--base" if options.base else str(debian_lock.LOCK.relative_to(ROOT))}
+    result["source_date_epoch"] = {"seconds": plan.epoch.seconds, "time": plan.epoch.iso(), "source": plan.epoch.source}
     result["records"] = {kind: str(path) for kind, path in built.target.records.items()}
     if debug:
         result["debug"] = debug
-    result["requirements"] = str(requirements_path.relative_to(ROOT))
-    result["budget"] = {"limit": round(args.size_budget * 1e6), "source": "--size-budget"} if args.size_budget \
-        else {"limit": gate.budget(grpc=args.grpc, platform=platform),
-              "compressed_limit": gate.budget(grpc=args.grpc, compressed=True, platform=platform),
-              "source": str(gate.BUDGET.relative_to(ROOT)) + (" with grpc_bytes" if args.grpc else "")
-              + (f" with {platform.debian}_bytes" if gate.budget(platform=platform) != gate.budget() else "")}
+    result["requirements"] = str(plan.requirements.relative_to(ROOT))
+    result["budget"] = plan.budgets[platform.name]
     report.write_json(result, built.target.records["report"])
     write_atomic(built.target.records["sbom"], built.sbom)
     return Built(built.target, result, built.sbom, built.images, debug)
 
 
-def build(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The whole build; returns each platform's report (the engine's own platform first)."""
-    from . import (bundle_requirements, debian_lock, docker_build, gate, model_input, provenance, report,
-                   reproducible, size_diff)
+@dataclass(frozen=True)
+class Plan:
+    """What a build makes, settled and checked before anything is built."""
+
+    source: ModelSource
+    engine: Platform
+    targets: list[Target]  # the images asked for, the engine's own platform first
+    native: Target  # the engine's own platform's image: targets[0], or the template of the others
+    requirements: Path
+    epoch: Epoch
+    version: str
+    reference: str
+    budgets: dict[str, dict[str, Any]]  # by platform name: the gate's limits and where they come from
+    started: float
+
+
+def prepare(client: Any, options: Options) -> Plan:
+    """Everything that can be checked before building, checked: the registry and its credentials, the model
+    file and its skops types, the platforms, the requirements, the budgets."""
+    from . import bundle_requirements, docker_build, model_input, reproducible
     started = time.time()
-    trust = [name for item in args.trust for name in item.split(",")]
-    source = model_input.model_source(args.model, args.sample, args.code, trust)
-    model_input.check_trust(source, [args.python or sys.executable, sys.executable])
-    client = docker_client()
+    if options.push:  # the registry and its credentials, before minutes of building
+        from .publish import check_access
+        check_access(client, options.push)
+    trust = [name for item in options.trust for name in item.split(",")]
+    source = model_input.model_source(options.model, options.sample, options.code, trust)
+    model_input.check_trust(source, [options.python or sys.executable, sys.executable])
     try:
         engine = platforms.of_engine(client)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
-    chosen = platforms.parse(args.platform) if args.platform else [engine]
-    requirements_path = bundle_requirements.for_build(source, args.python, given=args.model is not None,
-                                                      update=args.update_requirements, grpc=args.grpc,
-                                                      platforms=tuple(chosen))
-    epoch = reproducible.source_date_epoch(docker_build.commit_time())
+    chosen = platforms.parse(options.platform) if options.platform else [engine]
     version = service_version()
-    reference = args.tag or f"{REPOSITORY}:{version}{'-grpc' if args.grpc else ''}"
-    targets = plan(chosen, engine, reference, args.report)
+    reference = options.tag or f"{REPOSITORY}:{version}{'-grpc' if options.grpc else ''}"
+    targets = plan(chosen, engine, reference, options.report)
     foreign = [target.platform.name for target in targets if target.platform != engine]
-    if foreign and args.prune:
+    if foreign and options.prune:
         raise BuildError(f"--prune traces the service on the engine's own platform ({engine.name}); "
                          f"{', '.join(foreign)} are assembled without running it: build them without --prune")
-    if foreign and args.base:
+    if foreign and options.base:
         raise BuildError(f"--base replaces the runtime base of the engine's own platform ({engine.name}) only: build "
                          f"{', '.join(foreign)} without --base")
+    budgets = {platform.name: budget_of(options, platform) for platform in chosen}
+    requirements_path = bundle_requirements.for_build(source, options.python, given=options.model is not None,
+                                                      update=options.update_requirements, grpc=options.grpc,
+                                                      platforms=tuple(chosen))
     # The engine's own platform is built, the others are assembled from it (imagebuild/cross.py); when it is not
     # one of those asked for, it is built all the same, as REFERENCE-ARCH, and reported by no record.
     repository, tag = docker_build.split_reference(reference)
-    native_target = targets[0] if targets[0].platform == engine else \
-        Target(engine, f"{repository}:{tag}-{engine.debian}", {})
+    native = targets[0] if targets[0].platform == engine else Target(engine, f"{repository}:{tag}-{engine.debian}", {})
     if foreign:
         say(f"the engine runs {engine.name}: {', '.join(foreign)} assembled from its image, with no emulator")
+    return Plan(source, engine, targets, native, requirements_path,
+                reproducible.source_date_epoch(docker_build.commit_time()), version, reference, budgets, started)
+
+
+def budget_of(options: Options, platform: Platform) -> dict[str, Any]:
+    """The size gate's limits for one platform's image, and where they come from."""
+    from . import gate
+    if options.size_budget:
+        return {"limit": round(options.size_budget * 1e6), "source": "--size-budget"}
+    try:
+        return {"limit": gate.budget(grpc=options.grpc, platform=platform),
+                "compressed_limit": gate.budget(grpc=options.grpc, compressed=True, platform=platform),
+                "source": str(gate.BUDGET.relative_to(ROOT)) + (" with grpc_bytes" if options.grpc else "")
+                + (f" with {platform.debian}_bytes" if gate.budget(platform=platform) != gate.budget() else "")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise BuildError(f"{gate.BUDGET.relative_to(ROOT)} cannot be read ({type(exc).__name__}: {exc}); restore "
+                         f"it from git or give --size-budget MB") from None
+
+
+def build_images(client: Any, options: Options, plan: Plan) -> list[Built]:
+    """Each platform's image built (the engine's own) or assembled (the others), measured and recorded."""
+    native = build_native(client, options, plan.native, plan.source, plan.requirements, plan.epoch, plan.version)
+    builts = []
+    for target in plan.targets:
+        built = native if target == plan.native else \
+            build_cross(client, options, target, native, plan.source, plan.requirements, plan.epoch)
+        builts.append(finish(client, options, built, plan))
+    if options.bundle_out:  # the bundle is the same in every platform's image
+        from . import served
+        served.write_bundle(client, builts[0].target.reference, options.bundle_out)
+        say(f"wrote the served bundle to {options.bundle_out}")
+    from . import bases
+    in_use = {ref for built in [native, *builts] for ref in (built.result["bases"]["builder"],
+                                                             built.result["bases"]["runtime"])}
+    bases.remove_superseded(client, {ref for ref in in_use if ref.startswith(bases.BASE_REPOSITORY)})
+    return builts
+
+
+def write_provenance(options: Options, plan: Plan, built: Built, pushed: Pushed | None) -> None:
+    """The image's SLSA provenance, beside its report (again after a push, naming what was pushed)."""
+    from . import debian_lock, docker_build, provenance
+    write_atomic(built.target.records["provenance"], json.dumps(provenance.statement(
+        parameters=parameters(options, plan.reference), source=docker_build.source_state(SOURCE_URL),
+        locks=[plan.requirements, debian_lock.LOCK], model=plan.source.artifact, images=built.images,
+        epoch=built.result["source_date_epoch"], sbom=built.sbom.encode(),
+        pushed=pushed.reference if pushed else None, pushed_type=pushed.media_type if pushed else None,
+        debug=built.debug, version=plan.version,
+        image={"image": built.target.reference, "id": built.result["id"],
+               "layers": [row["digest"] for row in built.result["layers"]]},
+        started=plan.started, finished=time.time()), indent=2) + "\n")
+
+
+def report_and_gate(client: Any, options: Options, plan: Plan, builts: list[Built]) -> None:
+    """The reports printed (stderr when stdout is for the pushed reference), the comparison, then the gates; a
+    build that fails them keeps no tag."""
+    from . import docker_build, gate, report, size_diff
+    out = sys.stderr if options.push else sys.stdout
+    for built in builts:
+        write_provenance(options, plan, built, None)
+        say(f"wrote {', '.join(str(path) for path in built.target.records.values())}")
+        print(report.render(built.result), file=out)
+    changes = None
+    if options.compare:
+        changes = size_diff.compare(options.compare, builts[0].result, size_diff.summary_file(options.summary))
+        print("\n" + size_diff.render_text(changes), file=out)
+    try:
+        for built in builts:
+            budget = built.result["budget"]
+            gate.check(built.result, budget["limit"], budget["source"], budget.get("compressed_limit"))
+        if changes is not None and options.max_growth is not None:
+            size_diff.check_growth(changes, options.max_growth)
+    except BuildError:
+        docker_build.untag(client, [name for built in builts for name in
+                                    (built.target.reference, *([built.debug["image"]] if built.debug else []))])
+        raise
+
+
+def push_and_verify(client: Any, options: Options, plan: Plan, builts: list[Built]) -> Pushed:
+    """Every platform's image pushed as one reference (and the debug twins as another), pulled back and run."""
+    from . import docker_build
+    from .publish import publish, tags_for
+    assert options.push is not None
+    tags = tags_for(plan.version, docker_build.revision(), options.latest)
+    pushed = publish(client, [(built.target.platform, built.target.reference) for built in builts], options.push,
+                     tags)
+    debugs = [(built.target.platform, built.debug) for built in builts if built.debug]
+    if len(debugs) == len(builts):
+        twins = publish(client, [(platform, debug["image"]) for platform, debug in debugs], options.push,
+                        [f"{tag}-debug" for tag in tags])
+        for _, debug in debugs:
+            debug["pushed"] = twins.reference
+        say(f"pushed the debug twin as {twins.reference}")
+    for built in builts:
+        write_provenance(options, plan, built, pushed)
+    if options.manifests:
+        from .manifests import render
+        written = render(pushed.reference, options.manifests)
+        say(f"wrote {len(written)} manifests with {pushed.reference} to {options.manifests}")
+    return pushed
+
+
+def build(options: Options) -> list[dict[str, Any]]:
+    """The whole build; returns each platform's report (the engine's own platform first)."""
+    from . import docker_build
     from .debug_twin import reference as twin_of
-    kept = [name for target in targets for name in (docker_build.builder_reference(target.reference),
-            docker_build.cross_reference(target.reference), docker_build.cache_reference(target.reference),
-            docker_build.cache_reference(twin_of(target.reference)))]
-    builts: list[Built] = []
+    client = docker_client()
+    plan = prepare(client, options)
+    kept = [name for target in plan.targets for name in (
+        docker_build.builder_reference(target.reference), docker_build.cross_reference(target.reference),
+        docker_build.cache_reference(target.reference), docker_build.cache_reference(twin_of(target.reference)))]
     with contextlib.ExitStack() as stack:
-        for name in {native_target.reference, *(target.reference for target in targets)}:
-            stack.enter_context(docker_build.leaving_nothing(client, name, remove=kept if args.clean else []))
-        native = build_native(client, args, native_target, source, requirements_path, epoch, version)
-        for target in targets:
-            built = native if target == native_target else \
-                build_cross(client, args, target, native, source, requirements_path, epoch)
-            builts.append(finish(client, args, built, requirements_path, epoch))
-        if args.bundle_out:  # the bundle is the same in every platform's image
-            from . import served
-            served.write_bundle(client, builts[0].target.reference, args.bundle_out)
-            say(f"wrote the served bundle to {args.bundle_out}")
-        bases_in_use = {ref for built in [native, *builts] for ref in (built.result["bases"]["builder"],
-                                                                      built.result["bases"]["runtime"])}
-        from . import bases
-        bases.remove_superseded(client, {ref for ref in bases_in_use if ref.startswith(bases.BASE_REPOSITORY)})
-
-        def record(built: Built, pushed: str | None, pushed_type: str | None) -> None:
-            write_atomic(built.target.records["provenance"], json.dumps(provenance.statement(
-                parameters=parameters(args, reference), source=docker_build.source_state(SOURCE_URL),
-                locks=[requirements_path, debian_lock.LOCK], model=source.artifact, images=built.images,
-                epoch=built.result["source_date_epoch"], sbom=built.sbom.encode(), pushed=pushed,
-                pushed_type=pushed_type, debug=built.debug, version=version,
-                image={"image": built.target.reference, "id": built.result["id"],
-                       "layers": [row["digest"] for row in built.result["layers"]]},
-                started=started, finished=time.time()), indent=2) + "\n")
-
-        out = sys.stderr if args.push else sys.stdout
-        for built in builts:
-            record(built, None, None)
-            say(f"wrote {', '.join(str(path) for path in built.target.records.values())}")
-            print(report.render(built.result), file=out)
-        changes = None
-        if args.compare:
-            changes = size_diff.compare(args.compare, builts[0].result, size_diff.summary_file(args.summary))
-            print("\n" + size_diff.render_text(changes), file=out)
-        try:
-            for built in builts:
-                budget = built.result["budget"]
-                gate.check(built.result, budget["limit"], budget["source"], budget.get("compressed_limit"))
-            if changes is not None and args.max_growth is not None:
-                size_diff.check_growth(changes, args.max_growth)
-        except BuildError:
-            docker_build.untag(client, [name for built in builts for name in
-                                        (built.target.reference, *([built.debug["image"]] if built.debug else []))])
-            raise
-    if args.push:
-        from .publish import publish, tags_for
-        tags = tags_for(version, docker_build.revision(), args.latest)
-        pushed = publish(client, [(built.target.platform, built.target.reference) for built in builts], args.push,
-                         tags)
-        debugs = [(built.target.platform, built.debug) for built in builts if built.debug]
-        if len(debugs) == len(builts):
-            twins = publish(client, [(platform, debug["image"]) for platform, debug in debugs], args.push,
-                            [f"{tag}-debug" for tag in tags])
-            for _, debug in debugs:
-                debug["pushed"] = twins.reference
-            say(f"pushed the debug twin as {twins.reference}")
-        for built in builts:
-            record(built, pushed.reference, pushed.media_type)
-        if args.manifests:
-            from .manifests import render
-            written = render(pushed.reference, args.manifests)
-            say(f"wrote {len(written)} manifests with {pushed.reference} to {args.manifests}")
-        print(pushed.reference)
+        for name in {plan.native.reference, *(target.reference for target in plan.targets)}:
+            stack.enter_context(docker_build.leaving_nothing(client, name, remove=kept if options.clean else []))
+        builts = build_images(client, options, plan)
+        report_and_gate(client, options, plan, builts)
+    if options.push:
+        print(push_and_verify(client, options, plan, builts).reference)
     return [built.result for built in builts]
 
 
-def parameters(args: argparse.Namespace, reference: str) -> dict[str, Any]:
+def parameters(options: Options, reference: str) -> dict[str, Any]:
     """The build's arguments as the provenance records them."""
-    return {"model": str(args.model) if args.model else "models/diabetes (default)",
-            "sample": str(args.sample) if args.sample else None, "code": [str(path) for path in args.code],
-            "trust": args.trust, "tag": reference, "prune": args.prune, "debug": args.debug, "push": args.push,
-            "latest": args.latest, "base": args.base, "grpc": args.grpc, "platform": args.platform}
+    return {"model": str(options.model) if options.model else "models/diabetes (default)",
+            "sample": str(options.sample) if options.sample else None, "code": [str(path) for path in options.code],
+            "trust": options.trust, "tag": reference, "prune": options.prune, "debug": options.debug, "push": options.push,
+            "latest": options.latest, "base": options.base, "grpc": options.grpc, "platform": options.platform}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 TRUSTED = re.compile(r"^[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*$")
 
 
-def check_arguments(args: argparse.Namespace) -> str | None:
+def check_arguments(options: Options) -> str | None:
     """The first argument that cannot work, as one line; None when all can."""
     from .docker_build import split_reference
     from .publish import REPOSITORY as NAME, check_repository
-    if args.latest and not args.push:
+    if options.latest and not options.push:
         return "--latest only applies with --push"
-    if args.manifests and not args.push:
+    if options.manifests and not options.push:
         return "--manifests only applies with --push (the manifests name the pushed digest)"
-    if args.model is None and (args.sample or args.code or args.trust):
+    if options.model is None and (options.sample or options.code or options.trust):
         return "--sample, --code and --trust apply to --model: give the model file too"
-    if (args.max_growth is not None or args.summary) and not args.compare:
+    if (options.max_growth is not None or options.summary) and not options.compare:
         return "--max-growth and --summary apply to --compare: give the earlier build's report too"
-    if args.compare and not args.compare.is_file():
-        return f"--compare {args.compare}: no such report (scripts/build.py --report writes one)"
-    if args.grpc and args.prune:
+    if options.compare and not options.compare.is_file():
+        return f"--compare {options.compare}: no such report (scripts/build.py --report writes one)"
+    if options.grpc and options.prune:
         return "--grpc with --prune: --prune's trace calls the REST routes only and would cut gRPC's modules; use one"
-    if args.platform:
+    if options.platform:
         try:
-            chosen = platforms.parse(args.platform)
+            chosen = platforms.parse(options.platform)
         except ValueError as exc:
             return f"--platform: {exc}"
-        if args.base and len(chosen) > 1:
+        if options.base and len(chosen) > 1:
             return "--base names one platform's base: build with one --platform, or without --base"
-    if args.base and not PINNED_BASE.match(args.base):
-        return f"--base {args.base}: name the base by digest, REPOSITORY@sha256:<64 hex digits> (a tag can move)"
-    if args.size_budget is not None and args.size_budget <= 0:
-        return f"--size-budget {args.size_budget:g}: give a size in MB greater than zero"
-    if args.tag:
-        repository, tag = split_reference(args.tag)
+    if options.base and not PINNED_BASE.match(options.base):
+        return f"--base {options.base}: name the base by digest, REPOSITORY@sha256:<64 hex digits> (a tag can move)"
+    if options.size_budget is not None and options.size_budget <= 0:
+        return f"--size-budget {options.size_budget:g}: give a size in MB greater than zero"
+    if options.tag:
+        repository, tag = split_reference(options.tag)
         if not NAME.match(repository) or not TAG.match(tag):
-            return f"--tag {args.tag}: not an image reference (lowercase REPOSITORY[:TAG], e.g. churn-model:1.0)"
-    bad = [item for item in args.trust if not TRUSTED.match(item)]
+            return f"--tag {options.tag}: not an image reference (lowercase REPOSITORY[:TAG], e.g. churn-model:1.0)"
+    bad = [item for item in options.trust if not TRUSTED.match(item)]
     if bad:
         return f"--trust {bad[0]}: give types as module.Class (comma-separated or repeated)"
-    if args.push:
+    if options.push:
         try:
-            check_repository(args.push)
+            check_repository(options.push)
         except BuildError as exc:
             return str(exc)
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    problem = check_arguments(args)
+    options = parse(argv)
+    problem = check_arguments(options)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        build(args)
+        build(options)
     except BuildError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)

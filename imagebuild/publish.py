@@ -80,6 +80,18 @@ def _explain(registry: str, message: str, status: int = 0) -> str:
     return f"the registry {registry} answered: {message}"
 
 
+def check_access(client: Any, repository: str) -> None:
+    """Before anything is built: the name, the credentials, and that the registry takes them (one line)."""
+    from .registry import RegistryError, check_push
+    check_repository(repository)
+    registry = registry_of(repository)
+    auth = _credentials(registry)
+    try:
+        check_push(client, repository, registry, auth)
+    except RegistryError as exc:
+        raise BuildError(f"--push {repository}: {_explain(registry, _scrub(str(exc), auth), exc.status)}") from None
+
+
 def verify(client: Any, pinned: str, platform: Platform, emulated: bool) -> None:
     """Run the pulled image as production would (on `platform`: under emulation when the engine runs another)
     and check that an example predicts as the image says."""

@@ -251,6 +251,14 @@ def _put_manifest(session: Session, name: str, reference: str, document: bytes, 
         raise BuildError(f"the registry stored {name}:{reference} as {answered}, not {_digest(document)}")
 
 
+def check_push(client: Any, repository: str, registry: str, credentials: dict[str, str] | None) -> None:
+    """The registry's API root asked with the credentials, authenticated for a push to `repository` as a push
+    would be: RegistryError when the registry refuses them or cannot be reached. (A registry that lets anyone
+    in but not push, Docker Hub's anonymous access, still refuses at the push itself.)"""
+    session = Session(api_host(registry), is_secure(client, registry), credentials)
+    session.request("GET", session.url("/v2/"), f"repository:{repository_path(repository, registry)}:push,pull")
+
+
 def push(client: Any, images: list[tuple[Platform, str]], repository: str, registry: str, tags: list[str],
          credentials: dict[str, str] | None) -> Pushed:
     """Push the engine's images, one per platform, as repository:tag for each tag: one image as its manifest;

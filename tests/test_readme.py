@@ -29,3 +29,17 @@ def test_every_page_is_linked_from_the_readme_which_stays_short():
     linked = {(ROOT / target).resolve() for target in LINK.findall(readme)}
     assert {page.resolve() for page in PAGES[1:]} <= linked
     assert len(readme.encode()) <= 8500
+
+
+# A path of the repository as the pages name it: a top-level folder or file, then more of it; not a placeholder
+# (<key>), a glob or a test id's tail (tests/x.py::test_y names tests/x.py)
+NAMED_PATH = re.compile(r"(?<![\w./-])((?:service|derivecard|modelcard|imagebuild|benchmark|build|scripts|tests|docs|"
+                        r"deploy|models|\.ci)/[\w./-]*|Dockerfile\.\w+|requirements[\w-]*\.(?:in|txt)|"
+                        r"action\.yml|pyproject\.toml)(?![\w<*{])")
+
+
+def test_every_path_the_pages_name_exists():
+    """Every file or folder of this repository that the README and docs/ name, in their text or code, exists."""
+    missing = sorted({(page.name, path) for page in PAGES for path in NAMED_PATH.findall(page.read_text())
+                      if not (ROOT / path.rstrip(".")).exists()})
+    assert missing == []
