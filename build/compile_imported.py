@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     targets = [(prefix, Path(staging)) for prefix, staging in (pair.split("=", 1) for pair in argv[1:])]
     from service.app import create_app
     create_app()  # imports Flask, waitress-free app code, the estimator's modules; predicts the examples
-    import service.server
+    import service.server  # waitress and the serving loop
     import service.healthcheck  # noqa: F401 - imported for its bytecode and its imports'
     globs = patterns()
     missing = sorted({name.split(".")[0] for name, module in list(sys.modules.items())

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's imagebuild, installed or not
-from imagebuild.cli import main
+from imagebuild.cli import main  # after the path it is found on
 
 if __name__ == "__main__":
     sys.exit(main())

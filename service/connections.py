@@ -151,7 +151,7 @@ class Channel(HTTPChannel):
     def service(self) -> None:
         try:
             super().service()
-        except Exception:
+        except Exception:  # waitress's own error answer failed: close rather than hold the slot
             log.exception("closing a connection whose request could not be answered")
             with self.requests_lock:
                 for request in self.requests:

@@ -68,7 +68,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return START_ERROR
-    except Exception as exc:
+    except Exception as exc:  # whatever else fails at start-up: one line, and DEBUG has the rest
         log.debug("start-up failed", exc_info=True)
         message = " ".join(str(exc).split())
         print(f"error: start-up failed: {type(exc).__name__}: {message} (SERVICE_LOG_LEVEL=DEBUG logs the "
@@ -226,7 +226,7 @@ class Supervisor:
                 if self.settings["PIN_CPUS"]:
                     pin(index, self.cpus)
                 code = serve_worker(self.listener, index, ready_write, self.pid)
-            except BaseException:
+            except BaseException:  # logged, then the process ends with code 1
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()

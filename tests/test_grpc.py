@@ -19,7 +19,7 @@ from service.state import EXTENSION
 
 from .byo_models import KINDS
 from .test_api import direct, records_for
-from .test_derive import apps, bundles
+from .test_derive import apps, bundles  # the models users bring, derived as the build does
 
 CALL = "/inference.GRPCInferenceService/{}"
 

@@ -22,7 +22,7 @@ from ..venvs import run, venv
 
 from .conftest import run_container
 
-from .variants import default_and_pruned
+from .variants import default_and_pruned  # every test here: the default image and --prune's
 
 pytestmark = pytest.mark.container
 # mlflow-skinny's client looks for scipy.sparse with find_spec, which fails without scipy: users have it.

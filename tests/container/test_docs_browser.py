@@ -11,7 +11,7 @@ import pytest
 
 from imagebuild.http_calls import call
 
-from .variants import default_and_pruned
+from .variants import default_and_pruned  # every test here: the default image and --prune's
 
 pytestmark = pytest.mark.container
 

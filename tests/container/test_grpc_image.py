@@ -17,7 +17,7 @@ from imagebuild.http_calls import free_port
 
 from ..venvs import run
 from .conftest import remove_build, run_container
-from .test_clients import ROWS, clients, local
+from .test_clients import ROWS, clients, local  # the clients' venv and the default bundle
 
 pytestmark = pytest.mark.container
 MEASURED = Path(__file__).resolve().parents[2] / "reports" / "grpc.json"

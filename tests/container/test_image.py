@@ -18,7 +18,7 @@ from .conftest import PRUNED_BUDGET
 from ..test_build_tools import _build_script
 from ..test_errors import BAD_BODIES
 
-from .variants import default_and_pruned
+from .variants import default_and_pruned  # every test here: the default image and --prune's
 
 pytestmark = pytest.mark.container
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 
 from ..test_openapi import CHECKS, EXAMPLES
 
-from .variants import default_and_pruned
+from .variants import default_and_pruned  # every test here: the default image and --prune's
 
 pytestmark = pytest.mark.container
 
