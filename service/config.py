@@ -26,7 +26,7 @@ SETTINGS: dict[str, tuple[str, Any, type, str]] = {
     "FAST_PATH": ("SERVICE_FAST_PATH", 1, int,
                   "1: scikit-learn's compiled routines where they reproduce model.predict bit for bit at start-up; "
                   "0: always model.predict"),
-    "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 100, int, "open connections per worker"),
+    "CONNECTION_LIMIT": ("SERVICE_CONNECTION_LIMIT", 1500, int, "open connections per worker"),
     "CHANNEL_TIMEOUT": ("SERVICE_CHANNEL_TIMEOUT", 30, int,
                         "seconds a connection is kept without traffic (idle or not)"),
     "REQUEST_TIMEOUT": ("SERVICE_REQUEST_TIMEOUT", 10.0, float,

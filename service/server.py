@@ -29,6 +29,14 @@ LOOP_TIMEOUT = 0.5  # seconds the event loop may sleep; a signal also wakes it t
 # Response bodies are kept in memory up to this size; beyond it waitress would spill them to a temporary file,
 # and a read-only root has none. The largest answer (SERVICE_MAX_ROWS rows with probabilities) is far smaller.
 OUTBUF_OVERFLOW = 64 << 20
+# A request head larger than this gets 431. Node.js' default; nginx allows 32 KB in four buffers, Apache 8 KB per
+# field. It bounds what a connection that never finishes its head can hold: with SERVICE_CONNECTION_LIMIT at
+# 1,500, about 27 MB per worker at worst (measured: 18 KB per connection holding a 16,000-byte partial head),
+# against 25 MB for 100 connections at waitress' default of 256 KB.
+MAX_HEADER_BYTES = 16 << 10
+# Connections adopted each time the listener is readable (waitress takes one, and each pass of its loop polls every
+# open connection, so a burst of 2,000 took over a second to adopt; in batches, a few passes).
+ACCEPT_BATCH = 64
 
 
 def make_server(app: Flask, listener: socket.socket) -> Any:
@@ -44,6 +52,7 @@ def make_server(app: Flask, listener: socket.socket) -> Any:
         threads=config["THREADS"],
         connection_limit=config["CONNECTION_LIMIT"],
         channel_timeout=config["CHANNEL_TIMEOUT"],
+        max_request_header_size=MAX_HEADER_BYTES,
         max_request_body_size=config["MAX_BODY_BYTES"] + 1,  # waitress refuses a body of this size or more
         inbuf_overflow=config["MAX_BODY_BYTES"] + 1,
         outbuf_overflow=OUTBUF_OVERFLOW,
@@ -51,11 +60,27 @@ def make_server(app: Flask, listener: socket.socket) -> Any:
         clear_untrusted_proxy_headers=True,
     )
     server.channel_class = Channel
+    server.handle_accept = _accepting_in_batches(server)
     server.draining = False  # set on SIGTERM: answers then close their connection (service/connections.py)
     return server
 
 
 QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or unsent, is done
+
+
+def _accepting_in_batches(server: Any) -> Callable[[], None]:
+    """waitress' handle_accept, repeated until the backlog is empty, ACCEPT_BATCH are taken or the limit is met."""
+    accept_one = server.handle_accept
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPT_BATCH):
+            before = len(server._map)
+            if before >= server.adj.connection_limit:
+                return
+            accept_one()
+            if len(server._map) == before:
+                return
+    return handle_accept
 
 
 def _close_finished(server: Any, draining_since: float) -> None:
@@ -105,7 +130,7 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     serving()
     log.info("serving on http://%s:%s", server.effective_host, server.effective_port)
     while not stopping.is_set():
-        server.asyncore.loop(timeout=LOOP_TIMEOUT, map=server._map, count=1)
+        server.asyncore.loop(timeout=LOOP_TIMEOUT, use_poll=True, map=server._map, count=1)
         if time.monotonic() < next_sweep:
             continue
         next_sweep = time.monotonic() + SWEEP_SECONDS
@@ -124,7 +149,7 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     draining_since = time.time()  # wall clock, like waitress's last_activity
     while server.active_channels and time.monotonic() < deadline:
         _close_finished(server, draining_since)
-        server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.asyncore.loop(timeout=0.05, use_poll=True, map=server._map, count=1)
     connections.set(0)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
     log.info("stopped (drain limit %.1f s)", drain)

@@ -38,6 +38,8 @@ from . import cpus as cpu_limits
 from .config import worker_count
 
 log = logging.getLogger("service")
+# File descriptors a worker needs beyond its connections: the listener, the trigger, logs, metrics files, gRPC.
+SPARE_FILES = 256
 START_ERROR = 2  # a worker's exit code for "cannot start": bad bundle or setting; retrying cannot help
 WORKERS_FAILING = 3  # the supervisor's exit code when workers keep dying before they are ready
 BOOT_FAILURES = 5  # that many in a row (gunicorn halts on the first; a worker may die of a passing cause)
@@ -150,6 +152,20 @@ def metrics_folder() -> str:
                   f"mount a tmpfs at /dev/shm or set SERVICE_WORKERS=1")
 
 
+def allow_open_files(connection_limit: int) -> int:
+    """Raise this process's soft limit on open files (inherited by its workers) to what `connection_limit`
+    connections need, up to the hard limit, which a container usually sets high (Docker: 1,048,576) while the
+    soft one is often 1,024; returns the connections the limit now allows (less than asked only where the hard
+    limit is lower)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = connection_limit + SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return connection_limit if soft == resource.RLIM_INFINITY else min(connection_limit, soft - SPARE_FILES)
+
+
 def run(settings: Mapping[str, Any]) -> int:
     """Serve with the configured number of workers; the process's exit code."""
     budget = cpu_limits.budget()
@@ -157,6 +173,12 @@ def run(settings: Mapping[str, Any]) -> int:
     # which limit set the worker count: the start-up log line says it (the single worker's, or the supervisor's)
     decision = {"workers": count, "decided_by": "SERVICE_WORKERS" if settings["WORKERS"] else budget.decided_by,
                 "cpu_quota": budget.quota}
+    allowed = allow_open_files(settings["CONNECTION_LIMIT"])
+    if allowed < settings["CONNECTION_LIMIT"]:  # accept() would fail past it, with connections waiting
+        log.warning("the open-files limit allows %d connections per worker, not SERVICE_CONNECTION_LIMIT=%d: "
+                    "serving with %d (raise it: docker run --ulimit nofile=N)", allowed, settings["CONNECTION_LIMIT"],
+                    allowed, extra={"connection_limit": allowed})
+        os.environ["SERVICE_CONNECTION_LIMIT"] = str(allowed)  # read by each worker's app
     problem = check_grpc_port(settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

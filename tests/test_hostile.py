@@ -11,14 +11,16 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from imagebuild.http_calls import call
+from imagebuild.http_calls import call, wait_until
 
 from .hostile import (AMBIGUOUS, ANSWERED_WITHIN, HUGE_CHUNK, MALFORMED, SAMPLED_WITHIN, SMUGGLED, exchange,
                       hit_and_run, invented_methods, metrics_text, open_connections, predicts, slots_released)
 from .test_server import running_server
 
-# Short deadlines, so that tests of them take seconds: the defaults are 10 and 30 (README).
-HOSTILE_SETTINGS = {"SERVICE_WORKERS": "2", "SERVICE_REQUEST_TIMEOUT": "2", "SERVICE_CHANNEL_TIMEOUT": "3"}
+# Short deadlines, so that tests of them take seconds: the defaults are 10 and 30 (README); and 100 connections
+# per worker, so that a wedge that holds slots shows within a few hundred connections (the default is 1,500).
+HOSTILE_SETTINGS = {"SERVICE_WORKERS": "2", "SERVICE_REQUEST_TIMEOUT": "2", "SERVICE_CHANNEL_TIMEOUT": "3",
+                    "SERVICE_CONNECTION_LIMIT": "100"}
 REQUEST_TIMEOUT, CHANNEL_TIMEOUT = 2.0, 3.0
 
 
@@ -161,3 +163,60 @@ def test_fuzzed_request_heads_are_answered_or_closed(target, payload):
 
 def test_after_the_fuzzer_the_service_predicts_and_holds_no_slot(target):
     assert slots_released(target.url) and predicts(target.url)
+
+
+FLOOD = 2_000  # ten times the two workers' connections before issue 28 (2 x 100)
+TRICKLE_EVERY = 2.0
+
+
+def test_a_flood_of_trickling_clients_does_not_delay_a_normal_one(tmp_path):
+    """Issue 28: 2,000 connections that each send a header line every 2 s and never finish (at the default
+    limits, two workers) hold their slots while a normal client's predictions are each answered within 1 s; once
+    they leave, every slot comes back. (Before: 400 such connections left a normal client unanswered for 10 s.)"""
+    import resource
+    import threading
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = FLOOD + 256
+    assert hard == resource.RLIM_INFINITY or hard >= needed, f"this test needs {needed} open files, the limit is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    connections: list[socket.socket] = []
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(TRICKLE_EVERY):
+            for connection in connections:
+                try:
+                    connection.send(b"X-Slow: still here\r\n")
+                except OSError:
+                    pass
+
+    try:
+        with running_server(2, tmp_path, {"SERVICE_WORKERS": "2"}) as (_, port):
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(FLOOD):
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                connection.sendall(b"POST /predict HTTP/1.1\r\nHost: slow\r\n")
+                connection.setblocking(False)
+                connections.append(connection)
+            trickler = threading.Thread(target=trickle, daemon=True)
+            trickler.start()
+            # the flood is held by the workers, not left in the listen backlog
+            assert wait_until(lambda: open_connections(url) >= FLOOD, 5, interval=0.25) is not None
+            latencies = []
+            finish = time.monotonic() + 3 * TRICKLE_EVERY
+            while time.monotonic() < finish:
+                sent = time.monotonic()
+                assert predicts(url)
+                latencies.append(time.monotonic() - sent)
+                time.sleep(0.2)
+            assert max(latencies) < 1.0, latencies
+            stop.set()
+            trickler.join()
+            for connection in connections:
+                connection.close()
+            assert slots_released(url)
+    finally:
+        stop.set()
+        for connection in connections:
+            connection.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

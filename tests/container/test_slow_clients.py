@@ -1,6 +1,7 @@
 """Slow clients cannot starve the others: connections that trickle a request (a header line every few seconds)
 are closed once SERVICE_REQUEST_TIMEOUT has passed since their first byte, and normal requests keep being
-answered. Two workers of 100 connections each: 200 trickling connections fill every slot."""
+answered. Two workers of 100 connections each (SERVICE_CONNECTION_LIMIT; the default is 1,500): 200 trickling
+connections fill every slot."""
 from __future__ import annotations
 
 import socket
@@ -51,7 +52,8 @@ def trickle(port: int, closed_after: dict[int, float], stop: threading.Event) ->
 
 
 def test_trickling_clients_are_cut_off_and_others_are_served(docker_client, image, request):
-    environment = {"SERVICE_REQUEST_TIMEOUT": str(TIMEOUT), "SERVICE_WORKERS": "2"}
+    environment = {"SERVICE_REQUEST_TIMEOUT": str(TIMEOUT), "SERVICE_WORKERS": "2",
+                   "SERVICE_CONNECTION_LIMIT": "100"}
     with run_container(docker_client, image["image"], request, environment) as running:
         closed_after: dict[int, float] = {}
         stop = threading.Event()
