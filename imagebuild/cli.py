@@ -371,17 +371,22 @@ class Plan:
     started: float
 
 
-def prepare(client: Any, options: Options) -> Plan:
-    """Everything that can be checked before building, checked: the registry and its credentials, the model
-    file and its skops types, the platforms, the requirements, the budgets."""
-    from . import bundle_requirements, docker_build, model_input, reproducible
-    started = time.time()
-    if options.push:  # the registry and its credentials, before minutes of building
-        from .publish import check_access
-        check_access(client, options.push)
+def checked_model(options: Options) -> ModelSource:
+    """The model file, sample and code, and the skops types, checked on the host: no Docker engine needed."""
+    from . import model_input
     trust = [name for item in options.trust for name in item.split(",")]
     source = model_input.model_source(options.model, options.sample, options.code, trust)
     model_input.check_trust(source, [options.python or sys.executable, sys.executable])
+    return source
+
+
+def prepare(client: Any, options: Options, source: ModelSource, started: float) -> Plan:
+    """The rest of what can be checked before building, checked on the engine: the registry and its
+    credentials, the platforms, the budgets, the requirements."""
+    from . import bundle_requirements, docker_build, reproducible
+    if options.push:  # the registry and its credentials, before minutes of building
+        from .publish import check_access
+        check_access(client, options.push)
     try:
         engine = platforms.of_engine(client)
     except ValueError as exc:
@@ -512,8 +517,10 @@ def build(options: Options) -> list[dict[str, Any]]:
     """The whole build; returns each platform's report (the engine's own platform first)."""
     from . import docker_build
     from .debug_twin import reference as twin_of
+    started = time.time()
+    source = checked_model(options)  # a wrong model file is its own error, engine or not
     client = docker_client()
-    plan = prepare(client, options)
+    plan = prepare(client, options, source, started)
     kept = [name for target in plan.targets for name in (
         docker_build.builder_reference(target.reference), docker_build.cross_reference(target.reference),
         docker_build.cache_reference(target.reference), docker_build.cache_reference(twin_of(target.reference)))]
@@ -531,8 +538,8 @@ def parameters(options: Options, reference: str) -> dict[str, Any]:
     """The build's arguments as the provenance records them."""
     return {"model": str(options.model) if options.model else "models/diabetes (default)",
             "sample": str(options.sample) if options.sample else None, "code": [str(path) for path in options.code],
-            "trust": options.trust, "tag": reference, "prune": options.prune, "debug": options.debug, "push": options.push,
-            "latest": options.latest, "base": options.base, "grpc": options.grpc, "platform": options.platform}
+            "trust": options.trust, "tag": reference, "prune": options.prune, "debug": options.debug,
+            "push": options.push, "latest": options.latest, "base": options.base, "grpc": options.grpc, "platform": options.platform}
 
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
