@@ -93,8 +93,8 @@ def cross_context(wheelhouse: Path, requirements: Path, sysconfigdata: tuple[str
 
 def runtime_context(source: ModelSource, sbom: str) -> io.BytesIO:
     """What Dockerfile.runtime copies, likewise: bundle/ (the model file, and its card.json if hand-written),
-    sample/ (sample.csv, if given), code/ (the user's modules), sbom/ (the SBOM), service/, modelcard/, derivecard/ and the
-    build scripts."""
+    sample/ (sample.csv, if given), code/ (the user's modules), sbom/ (the SBOM), service/, modelcard/,
+    derivecard/ and the build scripts."""
     def fill(tar: tarfile.TarFile) -> None:
         for name in RUNTIME_FILES:
             _add(tar, ROOT / name, name)

@@ -85,8 +85,8 @@ def walk(stream: IO[bytes]) -> Findings:
     return found
 
 
-def _walk(stream: IO[bytes], scan: Findings) -> None:
-    """walk(), adding to `scan` (a nested pickle adds to its container's findings)."""
+def _walk(stream: IO[bytes], findings: Findings) -> None:
+    """walk(), adding to `findings` (a nested pickle adds to its container's findings)."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
 
@@ -109,14 +109,14 @@ def _walk(stream: IO[bytes], scan: Findings) -> None:
             stack.append(MARK)
         elif name in ("GLOBAL", "INST"):
             module, _, attribute = str(arg).partition(" ")
-            scan.globals.add((module, attribute))
+            findings.globals.add((module, attribute))
             found = _Global(module, attribute)
             stack.append(found if name == "GLOBAL" else _Object(found, tuple(pop_mark())))
         elif name == "STACK_GLOBAL":
             attribute, module = stack.pop(), stack.pop()
             if not isinstance(module, str) or not isinstance(attribute, str):
                 raise ValueError("STACK_GLOBAL without a module and name")
-            scan.globals.add((module, attribute))
+            findings.globals.add((module, attribute))
             stack.append(_Global(module, attribute))
         elif name in ("REDUCE", "NEWOBJ"):
             args = stack.pop()
@@ -134,16 +134,16 @@ def _walk(stream: IO[bytes], scan: Findings) -> None:
             if isinstance(target, _Object):
                 target.state = state
                 if isinstance(target.factory, _Global) and (target.factory.module, target.factory.name) == WRAPPER:
-                    _skip_array(stream, target, scan)
+                    _skip_array(stream, target, findings)
             if isinstance(state, dict):
                 version = state.get("_sklearn_version")
                 if isinstance(version, str):
-                    scan.sklearn_version = scan.sklearn_version or version
+                    findings.sklearn_version = findings.sklearn_version or version
                 if "feature_names_in_" in state or state.get("_fitted_with_feature_names") is True:
-                    scan.dataframe = True  # scikit-learn's estimators, and LightGBM's
+                    findings.dataframe = True  # scikit-learn's estimators, and LightGBM's
                 if isinstance(target, _Object) and isinstance(target.factory, _Global) and \
                         (target.factory.module, target.factory.name) == BOOSTER and booster_names(state):
-                    scan.dataframe = True  # XGBoost keeps the names in its booster's serialized model
+                    findings.dataframe = True  # XGBoost keeps the names in its booster's serialized model
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
             memo[int(str(arg))] = stack[-1]
         elif name == "MEMOIZE":
@@ -226,11 +226,11 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def _skip_array(stream: IO[bytes], wrapper: _Object, scan: Findings) -> None:
+def _skip_array(stream: IO[bytes], wrapper: _Object, findings: Findings) -> None:
     """Step over the array data joblib wrote right after the wrapper."""
     size, objects, padded = _array_bytes(wrapper)
     if objects:
-        _walk(stream, scan)  # a nested pickle of the array
+        _walk(stream, findings)  # a nested pickle of the array
         return
     if padded:
         padding = stream.read(1)

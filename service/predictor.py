@@ -241,7 +241,8 @@ class Predictor:
         }
         if probabilities is not None:
             result["probabilities"] = [
-                {str(label): float(p) for label, p in zip(self.classes or (), row, strict=True)} for row in probabilities
+                {str(label): float(p) for label, p in zip(self.classes or (), row, strict=True)}
+                for row in probabilities
             ]
         result.update(extra)
         numbers = [v for v in result["predictions"] if isinstance(v, float)]

@@ -25,7 +25,8 @@ TRAINING = Environment(
 
 
 def scan(*classes: str, version: str | None = "1.9.1", dataframe: bool = False, kind: str = "joblib") -> Scan:
-    return Scan(kind, {tuple(c.rsplit(".", 1)) for c in classes}, version, dataframe)  # type: ignore[misc]  # a set of pairs, read as Scan's set of (module, name)
+    # a set of pairs, read as Scan's set of (module, name)
+    return Scan(kind, {tuple(c.rsplit(".", 1)) for c in classes}, version, dataframe)  # type: ignore[misc]
 
 
 def source(tmp_path: Path, code: dict[str, str] | None = None) -> ModelSource:

@@ -137,7 +137,8 @@ def test_the_channel_and_the_server():
     server = create_server(lambda environ, start: [], host="127.0.0.1", port=0, threads=1)
     try:
         for name in ("channel_class", "active_channels", "_map", "accepting", "handle_accept", "del_channel",
-                     "socket", "asyncore", "task_dispatcher", "effective_host", "effective_port", "pull_trigger", "adj"):
+                     "socket", "asyncore", "task_dispatcher", "effective_host", "effective_port", "pull_trigger",
+                     "adj"):
             assert hasattr(server, name), name
         assert server.adj.connection_limit > 0 and "use_poll" in _parameters(server.asyncore.loop)
         assert {"cancel_pending", "timeout"} <= set(_parameters(server.task_dispatcher.shutdown))

@@ -43,7 +43,8 @@ class FakeImage:
             diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data, _ in self.layers]
             config = json.dumps({"history": history, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
             manifest = json.dumps([{"Config": "c" * 64 + ".json", "Layers": names}]).encode()
-            members = sorted([(n, d) for n, (d, _) in zip(names, self.layers, strict=True)] + [("c" * 64 + ".json", config)])
+            members = sorted([(n, d) for n, (d, _) in zip(names, self.layers, strict=True)]
+                             + [("c" * 64 + ".json", config)])
             for name, data in members + [("manifest.json", manifest)]:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
