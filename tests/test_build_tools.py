@@ -280,8 +280,9 @@ def test_bad_arguments_are_one_line_and_exit_2(arguments, message, capsys):
     ("model.onnx", "unknown model file type .onnx"),
     ("", "expected one model file"),
 ])
-def test_a_model_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, name, message, capsys):
+def test_a_model_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, name, message, capsys, monkeypatch):
     from imagebuild import cli
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # checked before any engine is asked
     if name.endswith(".onnx"):
         (tmp_path / name).write_bytes(b"")
     assert cli.main(["--model", str(tmp_path / name)]) == 1
@@ -289,9 +290,10 @@ def test_a_model_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, name, mess
     assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0]
 
 
-def test_a_hand_written_card_is_checked_before_building(tmp_path, capsys):
+def test_a_hand_written_card_is_checked_before_building(tmp_path, capsys, monkeypatch):
     import json
     from imagebuild import cli
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # checked before any engine is asked
     shutil.copytree(ROOT / "models" / "iris", tmp_path / "iris")
     card = json.loads((tmp_path / "iris" / "card.json").read_text())
     card["features"][0]["type"] = "decimal"
