@@ -10,7 +10,7 @@ import sklearn
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
-from . import __version__, logs, metrics, openapi, platforms
+from . import __version__, fastroute, logs, metrics, openapi, platforms
 from .bundle import final_estimator, fitted_estimator, load_bundle
 from .config import settings_from_env
 from .errors import register_error_handlers
@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(v2)
     app.register_blueprint(docs)
     app.extensions[OPENAPI] = openapi.build(service, app.config["MAX_ROWS"])
+    fastroute.install(app)  # last: every route is registered
     service.ready.set()
     return app
 

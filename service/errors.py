@@ -101,5 +101,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
-        return error_response(500, "internal_error", "the server failed to answer; the request id is in its log")
+        return error_response(500, "internal_error", unexpected_logged(request.method, request.path,
+                                                                       g.get("request_id")))
+
+
+def unexpected_logged(method: str, path: str, request_id: str | None) -> str:
+    """Log the exception being handled with its traceback; the message the client gets instead."""
+    log.exception("unhandled error on %s %s (request %s)", method, path, request_id)
+    return "the server failed to answer; the request id is in its log"

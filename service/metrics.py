@@ -53,6 +53,20 @@ class Metrics:
         for reason in ("declined", "failed"):  # both series from the start, at 0
             self.fallbacks.labels(reason)
         self.shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        # each label set's children, looked up once: the labels are a closed set (see above)
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def answered(self, endpoint: str, method: str, status: int, seconds: float, rows: int | None) -> None:
+        """One answered request: counted and timed by endpoint, method and status, and its rows if it predicted."""
+        children = self._answered.get((endpoint, method, status))
+        if children is None:
+            labels = (endpoint, method, str(status))
+            children = self._answered[endpoint, method, status] = (self.requests.labels(*labels),
+                                                                   self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+        if rows and status == 200:
+            self.rows.labels(endpoint).inc(rows)
 
     def fast_path_fallback(self, reason: str) -> None:
         self.fallbacks.labels(reason).inc()
@@ -127,11 +141,7 @@ def install(app: Flask, metrics: Metrics) -> None:
         if g.get("counted"):
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
             method = request.method if request.method in _routed_methods(app) else OTHER
-            labels = (endpoint, method, str(response.status_code))
-            metrics.requests.labels(*labels).inc()
-            metrics.latency.labels(*labels).observe(time.perf_counter() - g.started)
-            if g.get("rows") and response.status_code == 200:
-                metrics.rows.labels(endpoint).inc(g.rows)
+            metrics.answered(endpoint, method, response.status_code, time.perf_counter() - g.started, g.get("rows"))
         return response
 
     @app.teardown_request

@@ -237,7 +237,7 @@ class Predictor:
             "model": self.bundle.card["name"],
             "model_version": self.bundle.card["version"],
             **({"index": index} if index is not None else {}),
-            "predictions": [plain(value) for value in predictions],
+            "predictions": _listed(predictions),
         }
         if probabilities is not None:
             result["probabilities"] = [
@@ -251,6 +251,14 @@ class Predictor:
         if not all(math.isfinite(v) for v in numbers):
             raise ApiError(422, "rejected_by_model", "the model's answer for these values is not a finite number")
         return result
+
+
+def _listed(predictions: Any) -> list[Any]:
+    """The predictions as JSON values: a numeric array's own tolist() (the Python values plain() gives, in one
+    call), else one value at a time (labels of any type)."""
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "biuf":
+        return predictions.tolist()
+    return [plain(value) for value in predictions]
 
 
 def _same(one: Outcome, other: Outcome) -> bool:

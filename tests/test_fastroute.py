@@ -1,0 +1,185 @@
+"""`service/fastroute.py`: POST /predict answered in front of Flask gives, for every request of a table (valid
+bodies in each shape, every client error /predict can answer, an unexpected failure), the same status, headers
+and bytes as Flask's own view, counts and logs it the same way, and leaves every other request to Flask."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from typing import Any
+
+import pytest
+from werkzeug.test import Client, create_environ, run_wsgi_app
+
+from service.app import create_app
+from service.fastroute import PredictRoute
+from service.state import EXTENSION
+
+from .conftest import BUNDLES
+
+ROW = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101, "s1": 157, "s2": 93.2, "s3": 38, "s4": 4, "s5": 4.8598, "s6": 87}
+IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+LIMITS = {"MAX_ROWS": 50, "MAX_BODY_BYTES": 64 * 1024}
+JSON = "application/json"
+
+
+def diabetes(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+BODIES: dict[str, bytes] = {
+    "one record": diabetes(ROW),
+    "records": diabetes([ROW, {**ROW, "age": 20}, {**ROW, "bmi": 18.5}]),
+    "columns": diabetes({key: {"7": value, "3": value} for key, value in ROW.items()}),
+    "split": diabetes({"columns": list(ROW), "index": [7, "b"], "data": [list(ROW.values())] * 2}),
+    "fifty rows": diabetes([ROW] * 50),
+    "missing feature": diabetes({k: v for k, v in ROW.items() if k != "bmi"}),
+    "unknown feature": diabetes({**ROW, "colour": 1}),
+    "text for a number": diabetes({**ROW, "age": "old"}),
+    "null for a number": diabetes({**ROW, "age": None}),
+    "boolean for a number": diabetes({**ROW, "sex": True}),
+    "NaN token": json.dumps(ROW).replace("59", "NaN").encode(),
+    "duplicate key": b'{"age": 59, "age": 60}',
+    "malformed": b'{"age": ',
+    "empty": b"",
+    "blank": b"   ",
+    "not UTF-8": b'{"age": "\xff"}',
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    "too many rows": diabetes([ROW] * 51),
+    "too many values": b"[" + b"1," * 20_000 + b"1]",
+    "a list of numbers": diabetes([1, 2, 3]),
+    "a number": b"42",
+    "an empty record": b"{}",
+    "an empty list": b"[]",
+    "beyond float32": diabetes({**ROW, "bmi": 1e300}),
+}
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, Any]:
+    return {name: create_app({"MODEL_DIR": str(folder), **LIMITS}) for name, folder in BUNDLES.items()}
+
+
+def both(app: Any, body: bytes, content_type: str = JSON, delegated: bool = False) -> tuple[Any, Any]:
+    """The answer of the fast route (which must answer it itself unless `delegated`) and of Flask's own view to
+    the same request."""
+    route = app.wsgi_app
+    assert isinstance(route, PredictRoute)
+
+    def not_flask(environ: dict[str, Any], start_response: Any) -> Any:
+        raise AssertionError("the fast route handed the request to Flask")
+
+    fast = PredictRoute(app, route.flask_app if delegated else not_flask)
+    headers = {"X-Request-ID": "fixed-id-for-both"}
+    answers = [Client(wsgi).post("/predict", data=body, headers=headers, content_type=content_type)
+               for wsgi in (fast, route.flask_app)]
+    return answers[0], answers[1]
+
+
+def same(fast: Any, flask: Any) -> None:
+    assert (fast.status, fast.headers.to_wsgi_list(), fast.data) == (flask.status, flask.headers.to_wsgi_list(),
+                                                                    flask.data)
+
+
+@pytest.mark.parametrize("name", BODIES)
+def test_each_body_gets_the_same_status_headers_and_bytes_as_flasks_view(apps, name):
+    # no length, and over the body limit: Flask's
+    fast, flask = both(apps["diabetes"], BODIES[name], delegated=name in ("empty", "nested too deep"))
+    same(fast, flask)
+    if name in ("one record", "records", "columns", "split", "fifty rows"):
+        assert fast.status_code == 200
+    else:
+        assert fast.status_code in (400, 413, 422), fast.data
+
+
+def test_probabilities_and_a_charset_are_answered_alike(apps):
+    for content_type in (JSON, "application/json; charset=utf-8", "application/json;charset=UTF-8"):
+        fast, flask = both(apps["iris"], json.dumps([IRIS, {**IRIS, "petal_length": 5.0}]).encode(),
+                           content_type=content_type)
+        same(fast, flask)
+        assert "probabilities" in fast.get_json()
+
+
+def test_a_request_id_is_made_when_none_or_an_unfit_one_is_sent(apps):
+    route = apps["diabetes"].wsgi_app
+    for headers in ({}, {"X-Request-ID": "x" * 500}, {"X-Request-ID": "bad id\x7f"}):
+        answer = Client(route).post("/predict", data=BODIES["one record"], headers=headers, content_type=JSON)
+        assert answer.status_code == 200
+        assert len(answer.headers["X-Request-ID"]) == 32 and answer.headers["X-Request-ID"] != "x" * 500
+
+
+def test_an_unexpected_failure_is_a_logged_500_as_in_flask(apps, monkeypatch, caplog):
+    service = apps["diabetes"].extensions[EXTENSION]
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service.predictor, "predict", broken)
+    with caplog.at_level(logging.ERROR):
+        fast, flask = both(apps["diabetes"], BODIES["one record"])
+    same(fast, flask)
+    assert fast.status_code == 500 and b"a bug" not in fast.data
+    failures = [r for r in caplog.records if r.getMessage().startswith("unhandled error on POST /predict")]
+    assert len(failures) == 2 and all(r.exc_info and "a bug" in str(r.exc_info[1]) for r in failures)
+
+
+@pytest.mark.parametrize("how", ["outputs asked", "gzip", "text/plain", "GET", "another route", "no length"])
+def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
+    route = apps["diabetes"].wsgi_app
+    passed = []
+    original = route.flask_app
+    monkeypatch.setattr(route, "flask_app", lambda environ, start: passed.append(1) or original(environ, start))
+    client, body = Client(route), BODIES["one record"]
+    if how == "outputs asked":
+        answer = client.post("/predict?outputs=predict", data=body, content_type=JSON)
+    elif how == "gzip":
+        answer = client.post("/predict", data=gzip.compress(body), content_type=JSON,
+                             headers={"Content-Encoding": "gzip"})
+    elif how == "text/plain":
+        answer = client.post("/predict", data=body, content_type="text/plain")
+    elif how == "GET":
+        answer = client.get("/predict")
+    elif how == "another route":
+        answer = client.post("/invocations", data=body, content_type=JSON)
+    else:  # a chunked body as a server hands it on: no CONTENT_LENGTH, the input marked as terminated
+        environ = create_environ("/predict", method="POST", data=body, content_type=JSON)
+        del environ["CONTENT_LENGTH"]
+        environ["wsgi.input_terminated"] = True
+        output, status, _ = run_wsgi_app(route, environ, buffered=True)
+        answer = type("Answer", (), {"status_code": int(status.split()[0]), "data": b"".join(output)})
+    assert passed == [1]
+    assert answer.status_code == {"text/plain": 415, "GET": 405}.get(how, 200), answer.data
+
+
+def test_a_body_over_the_limit_goes_to_flask_for_its_413(apps):
+    fast, flask = both(apps["diabetes"], b"[" + b" " * (64 * 1024) + b"]", delegated=True)
+    same(fast, flask)
+    assert fast.status_code == 413
+
+
+def metric(app: Any, line: str) -> float:
+    text = Client(app).get("/metrics").get_data(as_text=True)
+    found = [row for row in text.splitlines() if row.startswith(line + " ")]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_it_counts_and_logs_each_request_as_flasks_hooks_do(apps, caplog):
+    app = apps["diabetes"]
+    route = app.wsgi_app
+    series = ['http_requests_total{endpoint="/predict",method="POST",status="200"}',
+              'http_requests_total{endpoint="/predict",method="POST",status="422"}',
+              'predicted_rows_total{endpoint="/predict"}',
+              'http_request_duration_seconds_count{endpoint="/predict",method="POST",status="200"}',
+              "http_requests_in_flight"]
+    counted = []
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        for wsgi in (route, route.flask_app):
+            before = [metric(app, line) for line in series]
+            for body in (BODIES["records"], BODIES["missing feature"], BODIES["one record"]):
+                Client(wsgi).post("/predict", data=body, content_type=JSON, headers={"X-Request-ID": "same-id"})
+            counted.append([metric(app, line) - value for line, value in zip(series, before, strict=True)])
+    assert counted[0] == counted[1] == [2, 1, 4, 2, 0]
+    lines = [{k: getattr(r, k) for k in ("method", "path", "status", "rows", "request_id", "levelname")}
+             for r in caplog.records if r.name == "service.access" and r.path == "/predict"]
+    assert lines[:3] == lines[3:]
+    assert [line["status"] for line in lines[:3]] == [200, 422, 200] and lines[0]["rows"] == 3
