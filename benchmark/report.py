@@ -18,30 +18,61 @@ def _at(run: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
     return next((load for load in run["loads"] if load["concurrency"] == concurrency), None)
 
 
+def _spread(load: dict[str, Any]) -> str:
+    if "requests_per_second_min" not in load:
+        return "-"
+    return f"{load['requests_per_second_min']:,.0f}-{load['requests_per_second_max']:,.0f}"
+
+
+def _cpu(load: dict[str, Any]) -> str:
+    value = load.get("cpu_ms_per_request")
+    return "-" if value is None else f"{value:.3f}"
+
+
+def single_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of one-row requests (the batch runs have their own table, and no chart)."""
+    return [run for run in runs if run.get("rows", 1) == 1]
+
+
 def markdown(results: dict[str, Any]) -> str:
     levels = results["concurrency"]
     focus = 32 if 32 in levels else levels[-1]
+    rounds = results.get("rounds", 1)
     lines = []
     for model, title in results["models"].items():
         runs = [run for run in results["runs"] if run["model"] == model]
         lines += [f"**{title}**", "",
-                  f"Requests/s by concurrency ({results['seconds']:.0f} s each, wrk, loopback, {results['cpus']} "
-                  f"CPUs), latency at concurrency {focus}:", "",
+                  f"Requests/s by concurrency (median of {rounds} interleaved rounds of {results['seconds']:.0f} s, "
+                  f"wrk, loopback, {results['cpus']} CPUs); at concurrency {focus}: the spread of the rounds, "
+                  "latency, and CPU per request from the server's cgroup:", "",
                   "| server | route | " + " | ".join(f"c={c}" for c in levels)
-                  + " | p50 ms | p99 ms | errors | memory MB (PSS) | cold start s | image |",
-                  "|---|---|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|---|"]
-        for run in runs:
+                  + f" | c={focus} spread | p50 ms | p99 ms | CPU ms/request | errors | memory MB (PSS) "
+                  "| cold start s | image |",
+                  "|---|---|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|---:|---:|---|"]
+        for run in single_rows(runs):
             rates = [f"{load['requests_per_second']:,.0f}" if (load := _at(run, c)) else "-" for c in levels]
             at_focus = _at(run, focus) or {}
             errors = sum(load["errors"] for load in run["loads"])
             lines.append(f"| {run['server']} | `{run['route']}` | " + " | ".join(rates)
-                         + f" | {ms(at_focus.get('p50_ms'))} | {ms(at_focus.get('p99_ms'))} | {errors} | "
-                         + f"{run.get('memory', {}).get('pss_mb', '-')} | {run.get('cold_start_s', '-')} | "
-                         + f"{run.get('image', '-')} |")
+                         + f" | {_spread(at_focus)} | {ms(at_focus.get('p50_ms'))} | {ms(at_focus.get('p99_ms'))} | "
+                         + f"{_cpu(at_focus)} | {errors} | {run.get('memory', {}).get('pss_mb', '-')} | "
+                         + f"{run.get('cold_start_s', '-')} | {run.get('image', '-')} |")
+        batches = [run for run in runs if run.get("rows", 1) > 1]
+        if batches:
+            lines += ["", f"Requests of many rows, at concurrency {focus} (medians of the rounds):", "",
+                      "| server | route | rows | requests/s | rows/s | spread (requests/s) | p99 ms | CPU ms/request "
+                      "| CPU µs/row | errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for run in batches:
+                load = run["loads"][0]
+                per_row = ("-" if load.get("cpu_ms_per_request") is None
+                           else f"{load['cpu_ms_per_request'] * 1000 / run['rows']:.1f}")
+                lines.append(f"| {run['server']} | `{run['route']}` | {run['rows']:,} | "
+                             f"{load['requests_per_second']:,.1f} | {load['rows_per_second']:,.0f} | {_spread(load)} | "
+                             f"{ms(load.get('p99_ms'))} | {_cpu(load)} | {per_row} | {load['errors']} |")
         lines += ["", "Latency (ms), p50 / p90 / p99 / p99.9, by concurrency:", "",
                   "| server | route | " + " | ".join(f"c={c}" for c in levels) + " |",
                   "|---|---|" + "---|" * len(levels)]
-        for run in runs:
+        for run in single_rows(runs):
             cells = [" / ".join(ms(load.get(key)) for key in PERCENTILE_KEYS) if (load := _at(run, c)) else "-"
                      for c in levels]
             lines.append(f"| {run['server']} | `{run['route']}` | " + " | ".join(cells) + " |")
@@ -50,7 +81,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"| {goal['goal']} | {goal['measured']} | {'yes' if goal['met'] else '**no**'} |"
               for goal in results["goals"]]
     if results.get("mlserver_configurations"):
-        lines += ["", "MLServer configurations tried (concurrency 32, the best is used above):", "",
+        lines += ["", "MLServer configurations tried, one after another (concurrency 32; the best is the one measured "
+                  "in the rounds):", "",
                   "| model | parallel_workers | adaptive batching | requests/s | p99 ms | errors |",
                   "|---|---:|---|---:|---:|---:|"]
         for tried in results["mlserver_configurations"]:
@@ -88,7 +120,7 @@ def _pyplot() -> Any:
 def chart(results: dict[str, Any]) -> bytes:
     """The PNG: requests/s and p99 latency by concurrency, one line per model, server and route."""
     figure, (rates, tails) = _pyplot().subplots(1, 2, figsize=(12, 4.5))
-    for run in results["runs"]:
+    for run in single_rows(results["runs"]):
         levels = [load["concurrency"] for load in run["loads"]]
         rates.plot(levels, [load["requests_per_second"] for load in run["loads"]], marker="o", label=_label(run))
         tails.plot(levels, [load["p99_ms"] if load["p99_ms"] is not None else float("nan") for load in run["loads"]],
@@ -108,7 +140,7 @@ def latency_chart(results: dict[str, Any]) -> bytes:
     """The PNG: latency against throughput, one curve per prediction route (a point per concurrency), p50 and
     p99 side by side; lower and further right is better."""
     figure, panels = _pyplot().subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for run in results["runs"]:
+    for run in single_rows(results["runs"]):
         if "no-op" in run["route"] or run["server"] == "book-style Flask":
             continue
         rates = [load["requests_per_second"] for load in run["loads"]]

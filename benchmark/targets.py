@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from imagebuild.http_calls import call, free_port, wait_until
 
+from . import cpu
+
 READY_TIMEOUT = 120.0
 
 
@@ -27,7 +29,8 @@ class Route:
     label: str
     path: str
     body: bytes | None
-    prediction: Callable[[Any], float] | None = None  # None: not a prediction route
+    prediction: Callable[[Any], list[float]] | None = None  # the answer's predictions; None: not a prediction route
+    rows: int = 1  # rows per request
 
 
 @dataclass
@@ -39,7 +42,9 @@ class Server:
     routes: list[Route]
     stop: Callable[[], None]
     root_pid: Callable[[], int]
+    meter: cpu.Meter = field(default_factory=lambda: cpu.Meter(None, None))  # CPU time spent so far
     cold_start_s: float = 0.0
+    image: str = "-"  # what it ships as, for the report
     log: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -68,6 +73,7 @@ def start_process(name: str, command: list[str], env: dict[str, str], port: int,
                   log: Path, cwd: Path | None = None) -> Server:
     log.parent.mkdir(parents=True, exist_ok=True)
     output = log.open("w")
+    meter, command = cpu.for_command(name, command)
     started = time.monotonic()
     process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -81,8 +87,9 @@ def start_process(name: str, command: list[str], env: dict[str, str], port: int,
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         output.close()
+        meter.close()
 
-    server = Server(name, port, routes, stop, lambda: process.pid, log=log)
+    server = Server(name, port, routes, stop, lambda: process.pid, meter, log=log)
     try:
         server.cold_start_s = wait_for_prediction(server, started, lambda: process.poll() is None)
     except TargetError as error:
@@ -109,6 +116,7 @@ def start_container(client: Any, image: str, name: str, routes: list[Route]) -> 
     server = Server(name, port, routes, lambda: container.remove(force=True), root_pid)
     try:
         server.cold_start_s = wait_for_prediction(server, started, alive)
+        server.meter = cpu.of_pid(root_pid())
     except TargetError as error:
         logs = container.logs().decode(errors="replace")[-1500:]
         container.remove(force=True)
