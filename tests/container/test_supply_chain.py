@@ -1,6 +1,6 @@
-"""Issue 15: the same commit gives the same image id and digest; the SBOM validates and lists what the image
-installs (read inside the container); the provenance names the image the report prints; the debug twin has a
-shell and the image has none."""
+"""Issue 15: the same commit gives the same image id and digest (a clean build against the suite's image); the
+SBOM validates and lists what the image installs (read inside the container); the provenance names the image the
+report prints; the debug twin has a shell and the image has none."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ import pytest
 
 from imagebuild import cli, sbom
 from imagebuild.docker_build import commit_time, source_state
+from imagebuild.platforms import AMD64
+from imagebuild.publish import publish
 from imagebuild.reproducible import source_date_epoch
 
 from .conftest import remove_build, remove_images_of
@@ -138,32 +140,39 @@ def _clean_engine(client: Any, registry_host: str) -> None:
             client.images.remove(tag, force=True)
 
 
-def test_two_clean_builds_of_one_commit_give_one_image_id_and_one_digest(docker_client, registry, credentials,
-                                                                        tmp_path, capsys):
-    runs = []
-    for run in range(2):
-        _clean_engine(docker_client, registry.host)
-        report_path = tmp_path / f"{run}.json"
-        started = time.monotonic()
-        assert cli.main(["--tag", REPRO, "--report", str(report_path), "--push", f"{registry.host}/repro{run}"]) == 0
-        seconds = time.monotonic() - started
-        pinned = capsys.readouterr().out.strip()
-        report = json.loads(report_path.read_text())
-        statement = json.loads(Path(report["records"]["provenance"]).read_text())
-        assert statement["subject"][1] == {
-            "name": f"{registry.host}/repro{run}", "digest": {"sha256": pinned.split("@sha256:")[1]},
-            "annotations": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
-        builder = {d["name"]: d["digest"]["sha256"]
-                   for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"] if "name" in d}
-        runs.append({"id": report["id"], "digest": pinned.split("@")[1], "seconds": round(seconds, 1),
-                     "builder base": builder["builder base"], "builder": builder["builder"],
-                     "sbom": Path(report["records"]["sbom"]).read_text()})
-    MEASURED.parent.mkdir(exist_ok=True)
-    MEASURED.write_text(json.dumps([{k: v for k, v in run.items() if k != "sbom"} for run in runs], indent=2))
+def _builders(provenance: Path) -> dict[str, str]:
+    statement = json.loads(provenance.read_text())
+    return {d["name"]: d["digest"]["sha256"]
+            for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"] if "name" in d}
+
+
+def test_a_clean_build_gives_the_suites_image_id_and_digest(default_image, docker_client, registry, credentials,
+                                                            tmp_path, capsys):
+    """One build from a clean engine state (as on a new machine: the bases assembled again from the Debian lock,
+    a builder of its own), pushed, against the suite's default image, built earlier in the session (in CI, itself
+    from an empty engine) and pushed as it is: one image id, one manifest digest, one SBOM."""
+    _clean_engine(docker_client, registry.host)
+    started = time.monotonic()
+    assert cli.main(["--tag", REPRO, "--report", str(tmp_path / "clean.json"), "--push", f"{registry.host}/clean"]) == 0
+    seconds = round(time.monotonic() - started, 1)
+    pinned = capsys.readouterr().out.strip()
     try:
-        assert runs[0]["builder"] != runs[1]["builder"], "the second build reused the first one's builder"
-        assert runs[0]["id"] == runs[1]["id"]
-        assert runs[0]["digest"] == runs[1]["digest"]
-        assert runs[0]["sbom"] == runs[1]["sbom"]
+        clean = json.loads((tmp_path / "clean.json").read_text())
+        statement = json.loads(Path(clean["records"]["provenance"]).read_text())
+        assert statement["subject"][1] == {
+            "name": f"{registry.host}/clean", "digest": {"sha256": pinned.split("@sha256:")[1]},
+            "annotations": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
+        suites = publish(docker_client, [(AMD64, default_image["image"])], f"{registry.host}/suite", ["a"]).reference
+        builders = _builders(Path(clean["records"]["provenance"])), _builders(
+            Path(default_image["records"]["provenance"]))
+        MEASURED.parent.mkdir(exist_ok=True)
+        MEASURED.write_text(json.dumps({"clean build": {"id": clean["id"], "digest": pinned.split("@")[1],
+                                                        "seconds": seconds, **builders[0]},
+                                        "suite's image": {"id": default_image["id"], "digest": suites.split("@")[1],
+                                                          **builders[1]}}, indent=2))
+        assert builders[0]["builder"] != builders[1]["builder"], "the clean build reused the suite's builder"
+        assert clean["id"] == default_image["id"]
+        assert pinned.split("@")[1] == suites.split("@")[1]
+        assert Path(clean["records"]["sbom"]).read_text() == Path(default_image["records"]["sbom"]).read_text()
     finally:
         remove_build(docker_client, REPRO)
