@@ -18,6 +18,7 @@ import pytest
 
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
+from . import pressure
 from .hostile import drain_outcome, keep_alive_clients, stop_under_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,60 @@ def test_sigterm_loses_nothing_on_busy_keep_alive_connections(server):
     assert code == 0 and not failed, failed[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
     assert exited < 2.0, f"the drain took {exited:.2f} s with nothing left in flight (limit 5 s)"
+
+
+def new_connection_clients(port: int, count: int, stop: threading.Event,
+                           results: list[tuple[float, float, str]]) -> list[threading.Thread]:
+    """`count` threads, each sending 200-row predictions back to back, each on a new connection."""
+    def client() -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.connect()
+            except ConnectionRefusedError:
+                results.append((sent, time.monotonic(), "refused"))  # never accepted: not in flight
+                time.sleep(0.01)
+                continue
+            try:
+                connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                results.append((sent, time.monotonic(), str(response.status)))
+            except OSError as error:
+                results.append((sent, time.monotonic(), type(error).__name__))
+            finally:
+                connection.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+@pytest.mark.parametrize("kind", ["CPU", "disk", "CPU and disk"])
+def test_sigterm_under_pressure_loses_nothing(kind, tmp_path):
+    """Issue 28: a drain once failed 16 of 3,593 requests on a machine busy building images. Two workers, 8
+    pooled and 8 new-connection clients, the machine under `kind` pressure from before the server starts."""
+    with contextlib.ExitStack() as stack:
+        if "CPU" in kind:
+            stack.enter_context(pressure.cpu_hogs())
+        if "disk" in kind:
+            stack.enter_context(pressure.disk_writers(tmp_path))
+        process, port = stack.enter_context(running_server(2, tmp_path))
+        results: list[tuple[float, float, str]] = []
+        stop = threading.Event()
+        threads = keep_alive_clients(port, 8, stop, results) + new_connection_clients(port, 8, stop, results)
+
+        def sigterm() -> int:
+            process.send_signal(signal.SIGTERM)
+            return process.wait(timeout=15)
+
+        signalled, exited, code = stop_under_load(threads, stop, sigterm)
+    failed, in_flight = drain_outcome(results, signalled)
+    print(f"{kind}: {len(results)} requests, {len(in_flight)} in flight, {len(failed)} failed, drain {exited:.2f} s")
+    assert code == 0 and not failed, failed[:5]
+    assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
