@@ -12,7 +12,7 @@ import pytest
 from werkzeug.test import Client, create_environ, run_wsgi_app
 
 from service.app import create_app
-from service.fastroute import PredictRoute
+from service.fastroute import FastRoutes
 from service.state import EXTENSION
 
 from .conftest import BUNDLES
@@ -60,18 +60,19 @@ def apps() -> dict[str, Any]:
     return {name: create_app({"MODEL_DIR": str(folder), **LIMITS}) for name, folder in BUNDLES.items()}
 
 
-def both(app: Any, body: bytes, content_type: str = JSON, delegated: bool = False) -> tuple[Any, Any]:
+def both(app: Any, body: bytes, content_type: str = JSON, delegated: bool = False, path: str = "/predict",
+         headers: dict[str, str] | None = None) -> tuple[Any, Any]:
     """The answer of the fast route (which must answer it itself unless `delegated`) and of Flask's own view to
     the same request."""
     route = app.wsgi_app
-    assert isinstance(route, PredictRoute)
+    assert isinstance(route, FastRoutes)
 
     def not_flask(environ: dict[str, Any], start_response: Any) -> Any:
         raise AssertionError("the fast route handed the request to Flask")
 
-    fast = PredictRoute(app, route.flask_app if delegated else not_flask)
-    headers = {"X-Request-ID": "fixed-id-for-both"}
-    answers = [Client(wsgi).post("/predict", data=body, headers=headers, content_type=content_type)
+    fast = FastRoutes(app, route.flask_app if delegated else not_flask, route.routes)
+    headers = {"X-Request-ID": "fixed-id-for-both", **(headers or {})}
+    answers = [Client(wsgi).post(path, data=body, headers=headers, content_type=content_type)
                for wsgi in (fast, route.flask_app)]
     return answers[0], answers[1]
 
@@ -90,6 +91,48 @@ def test_each_body_gets_the_same_status_headers_and_bytes_as_flasks_view(apps, n
         assert fast.status_code == 200
     else:
         assert fast.status_code in (400, 413, 422), fast.data
+
+
+V1 = "/v1/models/diabetes-progression:predict"
+ENVELOPES: dict[str, tuple[str, bytes]] = {
+    "MLflow dataframe_split": ("/invocations", diabetes({"dataframe_split": {"columns": list(ROW),
+                                                                            "data": [list(ROW.values())] * 3}})),
+    "MLflow dataframe_records": ("/invocations", diabetes({"dataframe_records": [ROW, ROW]})),
+    "MLflow instances": ("/invocations", diabetes({"instances": [ROW]})),
+    "MLflow inputs as rows": ("/invocations", diabetes({"inputs": [list(ROW.values())]})),
+    "MLflow inputs as columns": ("/invocations", diabetes({"inputs": {k: [v, v] for k, v in ROW.items()}})),
+    "MLflow with params": ("/invocations", diabetes({"instances": [ROW], "params": {"a": 1}})),
+    "a bare record": ("/invocations", diabetes(ROW)),
+    "rows of arrays": ("/invocations", diabetes([list(ROW.values())] * 2)),
+    "two keys": ("/invocations", diabetes({"instances": [ROW], "inputs": [ROW]})),
+    "a row too short": ("/invocations", diabetes({"instances": [[1, 2]]})),
+    "a missing feature": ("/invocations", diabetes({"instances": [{"age": 1}]})),
+    "malformed": ("/invocations", b'{"instances": ['),
+    "V1 instances": (V1, diabetes({"instances": [ROW, {**ROW, "age": 30}]})),
+    "V1 rows of arrays": (V1, diabetes({"instances": [list(ROW.values())]})),
+    "V1 with parameters": (V1, diabetes({"instances": [ROW], "parameters": {}})),
+    "V1 a text value": (V1, diabetes({"instances": [{**ROW, "age": "x"}]})),
+    "V1 too many rows": (V1, diabetes({"instances": [ROW] * 51})),
+    "V1 duplicate key": (V1, b'{"instances": [], "instances": []}'),
+}
+
+
+@pytest.mark.parametrize("name", ENVELOPES)
+def test_the_platform_routes_answer_as_their_flask_views(apps, name):
+    path, body = ENVELOPES[name]
+    fast, flask = both(apps["diabetes"], body, path=path)
+    same(fast, flask)
+    assert fast.status_code in (200, 400, 413, 422)
+
+
+@pytest.mark.parametrize("content_type", ["", JSON])
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_the_platform_routes_take_json_without_a_type_and_answer_json_as_asked(apps, content_type, accept):
+    for path in ("/invocations", V1):
+        fast, flask = both(apps["diabetes"], diabetes({"instances": [ROW]}), content_type=content_type, path=path,
+                           headers={"Accept": accept} if accept else {})
+        same(fast, flask)
+        assert fast.status_code == 200 and len(fast.get_json()["predictions"]) == 1
 
 
 def test_probabilities_and_a_charset_are_answered_alike(apps):
@@ -123,7 +166,8 @@ def test_an_unexpected_failure_is_a_logged_500_as_in_flask(apps, monkeypatch, ca
     assert len(failures) == 2 and all(r.exc_info and "a bug" in str(r.exc_info[1]) for r in failures)
 
 
-@pytest.mark.parametrize("how", ["outputs asked", "gzip", "text/plain", "GET", "another route", "no length"])
+@pytest.mark.parametrize("how", ["outputs asked", "gzip", "text/plain", "GET", "another route", "no length", "CSV",
+                                 "Accept CSV", "another model"])
 def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
     route = apps["diabetes"].wsgi_app
     passed = []
@@ -140,7 +184,13 @@ def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
     elif how == "GET":
         answer = client.get("/predict")
     elif how == "another route":
-        answer = client.post("/invocations", data=body, content_type=JSON)
+        answer = client.post("/v2/models/diabetes-progression/infer", data=body, content_type=JSON)
+    elif how == "CSV":
+        answer = client.post("/invocations", data=",".join(map(str, ROW.values())), content_type="text/csv")
+    elif how == "Accept CSV":
+        answer = client.post("/invocations", data=body, content_type=JSON, headers={"Accept": "text/csv"})
+    elif how == "another model":
+        answer = client.post("/v1/models/other:predict", data=diabetes({"instances": [ROW]}), content_type=JSON)
     else:  # a chunked body as a server hands it on: no CONTENT_LENGTH, the input marked as terminated
         environ = create_environ("/predict", method="POST", data=body, content_type=JSON)
         del environ["CONTENT_LENGTH"]
@@ -148,7 +198,8 @@ def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
         output, status, _ = run_wsgi_app(route, environ, buffered=True)
         answer = type("Answer", (), {"status_code": int(status.split()[0]), "data": b"".join(output)})
     assert passed == [1]
-    assert answer.status_code == {"text/plain": 415, "GET": 405}.get(how, 200), answer.data
+    assert answer.status_code == {"text/plain": 415, "GET": 405, "another route": 422,
+                                  "another model": 404}.get(how, 200), answer.data
 
 
 def test_a_body_over_the_limit_goes_to_flask_for_its_413(apps):
