@@ -1,17 +1,20 @@
 """waitress with explicit limits, and a graceful stop on SIGTERM/SIGINT.
 
 On the signal: readiness turns false at once and every answer from then on carries `Connection: close` (a
-keep-alive client sends its next request on a new connection, elsewhere); connections already queued in the
-listen backlog are adopted, then the listening socket closes; each connection is closed once it has nothing
+keep-alive client sends its next request on a new connection, elsewhere); new connections' handshakes stop
+(their SYNs are dropped, so they end refused, never reset), connections already queued in the listen backlog are
+adopted, then the listening socket closes; each connection is closed once it has nothing
 queued, running, partly received or unsent and has been quiet briefly (so a request already on its way is still
 read and answered); the process leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -94,9 +97,39 @@ def _close_finished(server: Any, draining_since: float) -> None:
             channel.will_close = True  # the loop's next pass closes it
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+SO_ATTACH_FILTER = 26  # Linux's (asm-generic/socket.h); Python's socket module does not name it
+_DROP_ALL = _SockFilter(0x06, 0, 0, 0)  # classic BPF: BPF_RET | BPF_K, 0 bytes kept: the packet is dropped
+
+
+def _refuse_new_connections(listener: socket.socket) -> None:
+    """Drop the SYNs of new connections from now on (a socket filter), keeping those the kernel already queued.
+
+    Without it, a connection whose handshake completed between the last accept and the close was reset with its
+    request unanswered (the window is microseconds on a quiet machine, longer when the worker is preempted there,
+    as on a host busy building images). A dropped SYN is sent again after a second and then finds the socket
+    closed: the client sees a refused connection, which it (or its load balancer) can retry elsewhere. Where the
+    kernel has no socket filters (not Linux), the close is as before."""
+    if not sys.platform.startswith("linux"):
+        return
+    program = _SockFprog(1, ctypes.pointer(_DROP_ALL))
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(program))
+    except OSError as exc:
+        log.debug("no socket filter on the listener (%s): new connections may be reset at the close", exc)
+
+
 def _stop_listening(server: Any) -> None:
-    """Adopt the connections the kernel already queued, then close the listening socket."""
+    """Refuse new connections, adopt the ones the kernel already queued, then close the listening socket."""
     server.accepting = False
+    _refuse_new_connections(server.socket)
     while True:
         before = len(server._map)
         server.handle_accept()

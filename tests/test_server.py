@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -175,6 +176,31 @@ def test_sigterm_loses_nothing_on_busy_keep_alive_connections(server):
     assert code == 0 and not failed, failed[:5]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
     assert exited < 2.0, f"the drain took {exited:.2f} s with nothing left in flight (limit 5 s)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters are Linux's")
+def test_a_closing_listener_keeps_what_is_queued_and_completes_no_new_handshake():
+    """What the drain does before it closes the listener: a connection already queued is still accepted with its
+    request; a new one completes no handshake (its SYN is dropped), so it can never be reset mid-request, and
+    once the listener is closed it is refused."""
+    from service.server import _refuse_new_connections
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        queued = socket.create_connection(listener.getsockname(), timeout=2)
+        queued.sendall(b"POST /predict")
+        _refuse_new_connections(listener)
+        with socket.socket() as late, pytest.raises(TimeoutError):
+            late.settimeout(0.3)
+            late.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.recv(64) == b"POST /predict"
+        address = listener.getsockname()
+    queued.close()
+    with socket.socket() as after, pytest.raises(ConnectionRefusedError):
+        after.settimeout(2)
+        after.connect(address)
 
 
 def new_connection_clients(port: int, count: int, stop: threading.Event,
