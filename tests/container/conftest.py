@@ -20,7 +20,7 @@ import pytest
 from imagebuild import cli, debug_twin, docker_build
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0  # a model that imports pandas starts in about 3 s; far longer on a machine busy building images
 
 
 @pytest.fixture(scope="session")
