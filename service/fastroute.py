@@ -24,7 +24,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from . import logs
 from .errors import CLIENT_ERRORS, as_api_error, error_body, unexpected_logged
-from .inputs import decode_json, parse_rows
+from .inputs import Rows, decode_json, parse_rows
 from .metrics import METRICS, Metrics
 from .platforms import MLFLOW_KEYS, unwrap
 from .state import EXTENSION, ServiceState
@@ -32,44 +32,48 @@ from .state import EXTENSION, ServiceState
 JSON_TYPES = ("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8")
 JSON_ACCEPTED = ("", "*/*", "application/json")  # /invocations answers JSON to these (Flask's best_match)
 StartResponse = Callable[..., Any]
-Answer = Callable[[ServiceState, Any, Mapping[str, Any]], tuple[dict[str, Any], int]]
+Parse = Callable[[ServiceState, Any, Mapping[str, Any]], Rows]
+Respond = Callable[[ServiceState, Rows], dict[str, Any]]
 
 
-def _predict(service: ServiceState, payload: Any, config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-    """/predict's answer (service/app.py) and the rows it predicted."""
-    outputs = service.predictor.asked([])
-    parsed = parse_rows(payload, service.bundle.features, config["MAX_ROWS"])
-    return service.predictor.predict(parsed.values, parsed.labels, outputs), len(parsed.values)
+def _rows(keys: tuple[str, ...] | None) -> Parse:
+    """The rows of a payload: as /predict takes it (`keys` None), or inside a platform's envelope (its keys)."""
+    def parse(service: ServiceState, payload: Any, config: Mapping[str, Any]) -> Rows:
+        features = service.bundle.features
+        return parse_rows(payload if keys is None else unwrap(payload, features, keys), features, config["MAX_ROWS"])
+    return parse
 
 
-def _predictions(keys: tuple[str, ...]) -> Answer:
-    """The platform routes' answer (service/platforms.py): {"predictions": [...]} for the rows in their envelope."""
-    def answer(service: ServiceState, payload: Any, config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-        rows = unwrap(payload, service.bundle.features, keys)
-        parsed = parse_rows(rows, service.bundle.features, config["MAX_ROWS"])
-        return {"predictions": service.predictor.predict(parsed.values)["predictions"]}, len(parsed.values)
-    return answer
+def _predict(service: ServiceState, rows: Rows) -> dict[str, Any]:
+    """/predict's answer (service/app.py)."""
+    return service.predictor.predict(rows.values, rows.labels, service.predictor.asked([]))
+
+
+def _predictions(service: ServiceState, rows: Rows) -> dict[str, Any]:
+    """The platform routes' answer (service/platforms.py)."""
+    return {"predictions": service.predictor.predict(rows.values)["predictions"]}
 
 
 @dataclass(frozen=True)
 class Route:
     """A path answered here: Flask's endpoint and rule for it (the metrics' label), the content types it takes
-    here, and its answer."""
+    here, how it reads the rows and what it answers."""
 
     endpoint: str
     rule: str
     types: tuple[str, ...]
-    answer: Answer
+    parse: Parse
+    respond: Respond
     json_accept_only: bool = False  # the route answers other types as Accept asks: those go to Flask
 
 
 def routes(model: str) -> dict[str, Route]:
     return {
-        "/predict": Route("api.predict", "/predict", JSON_TYPES, _predict),
-        "/invocations": Route("platforms.invocations", "/invocations", ("", *JSON_TYPES), _predictions(MLFLOW_KEYS),
-                              json_accept_only=True),
+        "/predict": Route("api.predict", "/predict", JSON_TYPES, _rows(None), _predict),
+        "/invocations": Route("platforms.invocations", "/invocations", ("", *JSON_TYPES), _rows(MLFLOW_KEYS),
+                              _predictions, json_accept_only=True),
         f"/v1/models/{model}:predict": Route("platforms.v1_predict", "/v1/models/<name>:predict", ("", *JSON_TYPES),
-                                             _predictions(("instances",))),
+                                             _rows(("instances",)), _predictions),
     }
 
 
@@ -121,10 +125,12 @@ class FastRoutes:
 
     def answer(self, route: Route, path: str, body: bytes, request_id: str) -> tuple[int, bytes, int | None]:
         """The status, the encoded answer and the rows predicted (None if the request did not get that far)."""
-        rows = None
+        rows = None  # as Flask's view sets g.rows: once the rows are read, before the model is asked
         try:
             with self.service.predictor.coming():
-                result, rows = route.answer(self.service, decode_json(body, self.config), self.config)
+                parsed = route.parse(self.service, decode_json(body, self.config), self.config)
+                rows = len(parsed.values)
+                result = route.respond(self.service, parsed)
             return 200, self.encode(result), rows
         except CLIENT_ERRORS as exc:
             error = as_api_error(exc)

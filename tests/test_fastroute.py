@@ -226,11 +226,11 @@ def test_it_counts_and_logs_each_request_as_flasks_hooks_do(apps, caplog):
     with caplog.at_level(logging.INFO, logger="service.access"):
         for wsgi in (route, route.flask_app):
             before = [metric(app, line) for line in series]
-            for body in (BODIES["records"], BODIES["missing feature"], BODIES["one record"]):
+            for body in (BODIES["records"], BODIES["missing feature"], BODIES["one record"], BODIES["beyond float32"]):
                 Client(wsgi).post("/predict", data=body, content_type=JSON, headers={"X-Request-ID": "same-id"})
             counted.append([metric(app, line) - value for line, value in zip(series, before, strict=True)])
-    assert counted[0] == counted[1] == [2, 1, 4, 2, 0]
+    assert counted[0] == counted[1] == [2, 2, 4, 2, 0]
     lines = [{k: getattr(r, k) for k in ("method", "path", "status", "rows", "request_id", "levelname")}
              for r in caplog.records if r.name == "service.access" and r.path == "/predict"]
-    assert lines[:3] == lines[3:]
-    assert [line["status"] for line in lines[:3]] == [200, 422, 200] and lines[0]["rows"] == 3
+    assert lines[:4] == lines[4:]
+    assert [(line["status"], line["rows"]) for line in lines[:4]] == [(200, 3), (422, None), (200, 1), (422, 1)]
