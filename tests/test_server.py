@@ -102,11 +102,9 @@ def readiness_until_503(probe: http.client.HTTPConnection, within: float) -> lis
     return statuses
 
 
-def test_sigterm_under_load_completes_every_request_in_flight(server):
-    process, port = server
-    results: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
-    stop = threading.Event()
-
+def new_connection_clients(port: int, count: int, stop: threading.Event,
+                           results: list[tuple[float, float, str]]) -> list[threading.Thread]:
+    """`count` threads, each sending 200-row predictions back to back, each on a new connection."""
     def client() -> None:
         while not stop.is_set():
             sent = time.monotonic()
@@ -127,14 +125,23 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
             finally:
                 connection.close()
 
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_sigterm_under_load_completes_every_request_in_flight(server):
+    process, port = server
+    results: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
+    stop = threading.Event()
+
     # a keep-alive connection opened before the signal: readiness must turn false on it within READY_TURNS
     probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     probe.request("GET", "/health/live")
     probe.getresponse().read()
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
-    for thread in threads:
-        thread.start()
+    threads = new_connection_clients(port, 16, stop, results)
 
     def sigterm() -> tuple[list[int], int]:
         process.send_signal(signal.SIGTERM)
@@ -201,35 +208,6 @@ def test_a_closing_listener_keeps_what_is_queued_and_completes_no_new_handshake(
     with socket.socket() as after, pytest.raises(ConnectionRefusedError):
         after.settimeout(2)
         after.connect(address)
-
-
-def new_connection_clients(port: int, count: int, stop: threading.Event,
-                           results: list[tuple[float, float, str]]) -> list[threading.Thread]:
-    """`count` threads, each sending 200-row predictions back to back, each on a new connection."""
-    def client() -> None:
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                connection.connect()
-            except ConnectionRefusedError:
-                results.append((sent, time.monotonic(), "refused"))  # never accepted: not in flight
-                time.sleep(0.01)
-                continue
-            try:
-                connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                results.append((sent, time.monotonic(), str(response.status)))
-            except OSError as error:
-                results.append((sent, time.monotonic(), type(error).__name__))
-            finally:
-                connection.close()
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads
 
 
 @pytest.mark.parametrize("kind", ["CPU", "disk", "CPU and disk"])
