@@ -162,6 +162,9 @@ def our_image(subject: Subject, with_all_routes: bool, rows: list[int]) -> Serve
                          json.dumps({"instances": [subject.record]}).encode(), lambda a: a["predictions"]),
                    Route("GET /health/live (no-op)", "/health/live", None)]
     routes += [Route("POST /predict", "/predict", subject.records(n), lambda a: a["predictions"], rows=n) for n in rows]
+    if with_all_routes:  # the very body MLServer gets
+        routes += [Route("POST /v2/.../infer", f"/v2/models/{name}/infer", subject.v2_body(n),
+                         lambda a: a["outputs"][0]["data"], rows=n) for n in rows]
     server = start_container(docker.from_env(timeout=600), built["image"], "this image", routes)
     server.image = f"{built['size'] / 1e6:.0f} MB ({built['compressed_size'] / 1e6:.0f} MB gzip)"
     return server
@@ -300,6 +303,10 @@ def goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 / at("diabetes", MLSERVER, "POST /v2/.../infer", batch)["rows_per_second"])
         found.append({"goal": f"{batch:,}-row requests: at least 2x MLServer's rows per second",
                       "measured": f"{rows:.2f}x", "met": rows >= 2})
+        same_body = (at("diabetes", "this image", "POST /v2/.../infer", batch)["rows_per_second"]
+                     / at("diabetes", MLSERVER, "POST /v2/.../infer", batch)["rows_per_second"])
+        found.append({"goal": f"{batch:,}-row requests, V2 infer with MLServer's own body: at least 2x its rows "
+                              f"per second", "measured": f"{same_body:.2f}x", "met": same_body >= 2})
     return [*found,
             {"goal": "second model (bring-your-own DataFrame pipeline): at least 2x MLServer's best",
              "measured": f"{byo_speedup:.2f}x", "met": byo_speedup >= 2},

@@ -1,5 +1,5 @@
 """Predictions answered in front of Flask's request machinery (issue 28): `POST /predict`, MLflow's and
-SageMaker's `/invocations` and KServe V1's `:predict`, the routes a client calls per request.
+SageMaker's `/invocations`, KServe V1's `:predict` and V2's `infer`, the routes a client calls per request.
 
 Flask pushes a request context, matches the URL, runs the before- and after-request hooks through its context
 proxies and builds a Response object for every request: measured in process, about 340 µs of a one-row
@@ -8,12 +8,13 @@ prediction (a JSON body of known length, no query string, no Content-Encoding, J
 the hooks and the view do, in the same order: the request id, the in-flight gauge, the body read and parsed
 strictly, the rows checked, the predictor called, the answer encoded by the app's JSON provider, the same headers,
 the same access line and the same metrics. Its client errors get each route's envelope from `service/errors.py`.
-Anything else (another route or method, `?outputs=`, a compressed or over-long body, CSV, another Accept, a
-Vertex AI route that took /predict) goes to Flask unchanged. `tests/test_fastroute.py` checks that both answer
+Anything else (another route or method, `?outputs=`, a compressed or over-long body, CSV, another Accept, V2's
+binary tensors, a Vertex AI route that took /predict) goes to Flask unchanged. `tests/test_fastroute.py` checks that both answer
 every request of a table with the same status, headers and bytes, and count and log it the same way.
 """
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from .inputs import Rows, decode_json, parse_rows
 from .metrics import METRICS, Metrics
 from .platforms import MLFLOW_KEYS, unwrap
 from .state import EXTENSION, ServiceState
+from .v2 import Inference, answer_to, read_inference
 
 JSON_TYPES = ("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8")
 JSON_ACCEPTED = ("", "*/*", "application/json")  # /invocations answers JSON to these (Flask's best_match)
 StartResponse = Callable[..., Any]
-Parse = Callable[[ServiceState, Any, Mapping[str, Any]], Rows]
-Respond = Callable[[ServiceState, Rows], dict[str, Any]]
+BINARY_HEADER = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # V2's binary tensors (service/tensors.py): Flask's
+Parse = Callable[[ServiceState, Any, Mapping[str, Any]], Any]  # the request read: its rows in `values`
+Respond = Callable[[ServiceState, Any, str], dict[str, Any]]  # the answer to it, given the request id
 
 
 def _rows(keys: tuple[str, ...] | None) -> Parse:
@@ -44,14 +47,19 @@ def _rows(keys: tuple[str, ...] | None) -> Parse:
     return parse
 
 
-def _predict(service: ServiceState, rows: Rows) -> dict[str, Any]:
+def _predict(service: ServiceState, rows: Rows, _: str) -> dict[str, Any]:
     """/predict's answer (service/app.py)."""
     return service.predictor.predict(rows.values, rows.labels, service.predictor.asked([]))
 
 
-def _predictions(service: ServiceState, rows: Rows) -> dict[str, Any]:
+def _predictions(service: ServiceState, rows: Rows, _: str) -> dict[str, Any]:
     """The platform routes' answer (service/platforms.py)."""
     return {"predictions": service.predictor.predict(rows.values)["predictions"]}
+
+
+def _inference(service: ServiceState, payload: Any, config: Mapping[str, Any]) -> Inference:
+    """A V2 inference request read (service/v2.py)."""
+    return read_inference(service, payload, config["MAX_ROWS"])
 
 
 @dataclass(frozen=True)
@@ -65,15 +73,22 @@ class Route:
     parse: Parse
     respond: Respond
     json_accept_only: bool = False  # the route answers other types as Accept asks: those go to Flask
+    as_jsonify: bool = True  # answered as jsonify writes it (compact, a final newline), else as app.json.dumps
+    declines: bytes | None = None  # a body that holds these bytes goes to Flask (V2: binary data asked for)
 
 
-def routes(model: str) -> dict[str, Route]:
+def routes(model: str, version: str) -> dict[str, Route]:
+    def v2(rule: str) -> Route:
+        return Route("v2.infer", rule, ("", *JSON_TYPES), _inference, answer_to, as_jsonify=False,
+                     declines=b"binary_data")
     return {
         "/predict": Route("api.predict", "/predict", JSON_TYPES, _rows(None), _predict),
         "/invocations": Route("platforms.invocations", "/invocations", ("", *JSON_TYPES), _rows(MLFLOW_KEYS),
                               _predictions, json_accept_only=True),
         f"/v1/models/{model}:predict": Route("platforms.v1_predict", "/v1/models/<name>:predict", ("", *JSON_TYPES),
                                              _rows(("instances",)), _predictions),
+        f"/v2/models/{model}/infer": v2("/v2/models/<name>/infer"),
+        f"/v2/models/{model}/versions/{version}/infer": v2("/v2/models/<name>/versions/<version>/infer"),
     }
 
 
@@ -82,8 +97,8 @@ def install(app: Flask) -> None:
     AIP_PREDICT_ROUTE may take /predict) and where the JSON provider is the compact one written here."""
     if app.debug or app.json.compact is not None:  # type: ignore[attr-defined]
         return
-    adapter = app.url_map.bind("localhost")
-    taken = {path: route for path, route in routes(app.extensions[EXTENSION].bundle.card["name"]).items()
+    adapter, card = app.url_map.bind("localhost"), app.extensions[EXTENSION].bundle.card
+    taken = {path: route for path, route in routes(card["name"], card["version"]).items()
              if adapter.match(path, "POST")[0] == route.endpoint}
     app.wsgi_app = FastRoutes(app, app.wsgi_app, taken)  # type: ignore[method-assign]
 
@@ -107,13 +122,17 @@ class FastRoutes:
                 or not length or not length.isdigit() or int(length) > self.max_body
                 or environ.get("CONTENT_TYPE", "").lower() not in route.types
                 or environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() != "identity"
+                or BINARY_HEADER in environ
                 or (route.json_accept_only and environ.get("HTTP_ACCEPT", "").strip().lower() not in JSON_ACCEPTED)):
             return self.flask_app(environ, start_response)
         started = time.perf_counter()
+        body = environ["wsgi.input"].read(int(length))
+        if route.declines is not None and route.declines in body:
+            return self.flask_app({**environ, "wsgi.input": io.BytesIO(body)}, start_response)
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         self.metrics.in_flight.inc()
         try:
-            status, body, rows = self.answer(route, path, environ["wsgi.input"].read(int(length)), request_id)
+            status, body, rows = self.answer(route, path, body, request_id)
             start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
                 ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                 ("X-Request-ID", request_id), ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store")])
@@ -130,8 +149,8 @@ class FastRoutes:
             with self.service.predictor.coming():
                 parsed = route.parse(self.service, decode_json(body, self.config), self.config)
                 rows = len(parsed.values)
-                result = route.respond(self.service, parsed)
-            return 200, self.encode(result), rows
+                result = route.respond(self.service, parsed, request_id)
+            return 200, self.encode(result) if route.as_jsonify else self.dumps(result).encode(), rows
         except CLIENT_ERRORS as exc:
             error = as_api_error(exc)
             return error.status, self.encode(error_body(path, error.code, error.message, error.field,

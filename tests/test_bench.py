@@ -160,6 +160,7 @@ def test_goals_come_from_the_medians_at_32_connections():
             _run(cli.MLSERVER, "POST /v2/.../infer", 1000, 80),
             _run("this image", "POST /predict", 40, 900, rows=1000), _run(cli.MLSERVER, "POST /v2/.../infer", 10, 900,
                                                                           rows=1000),
+            _run("this image", "POST /v2/.../infer", 15, 900, rows=1000),
             _run("this image", "POST /predict", 2000, 20, model="houses"),
             _run(cli.MLSERVER, "POST /v2/.../infer", 500, 90, model="houses")]
     found = {goal["goal"]: (goal["measured"], goal["met"]) for goal in cli.goals(runs)}
@@ -168,6 +169,7 @@ def test_goals_come_from_the_medians_at_32_connections():
         "/predict at least 50% of the no-op route": ("60%", True),
         "/predict's p99 at most 1.5x the no-op route's": ("1.20x", True),
         "1,000-row requests: at least 2x MLServer's rows per second": ("4.00x", True),
+        "1,000-row requests, V2 infer with MLServer's own body: at least 2x its rows per second": ("1.50x", False),
         "second model (bring-your-own DataFrame pipeline): at least 2x MLServer's best": ("4.00x", True),
         "cold start at most 2 s (container start to first prediction)": ("1.50 s", True),
         "/invocations and KServe V1 within 10% of /predict (the slower of the two)": ("93%", True)}

@@ -125,6 +125,79 @@ def test_the_platform_routes_answer_as_their_flask_views(apps, name):
     assert fast.status_code in (200, 400, 413, 422)
 
 
+V2 = "/v2/models/diabetes-progression/infer"
+V2_VERSION = "/v2/models/diabetes-progression/versions/1.0.0/infer"
+
+
+def matrix(rows: list[list[Any]], **extra: Any) -> bytes:
+    """A V2 request of one [N, 10] FP64 tensor, its data flat."""
+    flat = [value for row in rows for value in row]
+    return json.dumps({"inputs": [{"name": "input-0", "shape": [len(rows), 10], "datatype": "FP64", "data": flat}],
+                       **extra}).encode()
+
+
+def columns(**changed: Any) -> bytes:
+    """A V2 request of one tensor per feature."""
+    return json.dumps({"inputs": [{"name": name, "shape": [2], "datatype": "FP64", "data": changed.get(name, [v, v])}
+                                  for name, v in ROW.items()]}).encode()
+
+
+VALUES = list(ROW.values())
+TENSORS: dict[str, tuple[str, bytes]] = {
+    "one row": (V2, matrix([VALUES])),
+    "a thousand rows": (V2, matrix([VALUES] * 1000)),  # over the suite's MAX_ROWS of 50: its 413
+    "fifty rows, the version's path": (V2_VERSION, matrix([VALUES] * 50)),
+    "nested data": (V2, json.dumps({"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64",
+                                               "data": [VALUES, VALUES]}]}).encode()),
+    "integers": (V2, matrix([[int(v) for v in VALUES]])),
+    "a tensor per feature": (V2, columns()),
+    "an id and the outputs named": (V2, matrix([VALUES], id="mine", outputs=[{"name": "predict"}])),
+    "an output not served": (V2, matrix([VALUES], outputs=[{"name": "predict_proba"}])),
+    "a boolean value": (V2, matrix([[True, *VALUES[1:]]])),
+    "a null value": (V2, matrix([[None, *VALUES[1:]]])),
+    "text in a number tensor": (V2, matrix([["old", *VALUES[1:]]])),
+    "beyond float32": (V2, matrix([[1e300, *VALUES[1:]]])),
+    "beyond float64 as an integer": (V2, matrix([[10 ** 400, *VALUES[1:]]])),
+    "no rows": (V2, json.dumps({"inputs": [{"name": "x", "shape": [0, 10], "datatype": "FP64",
+                                           "data": []}]}).encode()),
+    "too many rows": (V2, matrix([VALUES] * 51)),
+    "nine columns": (V2, json.dumps({"inputs": [{"name": "x", "shape": [1, 9], "datatype": "FP64",
+                                                "data": VALUES[:9]}]}).encode()),
+    "a shape that does not fit": (V2, json.dumps({"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64",
+                                                             "data": VALUES}]}).encode()),
+    "a text tensor for a number": (V2, columns(age=["a", "b"])),
+    "tensors of different lengths": (V2, columns(age=[1.0])),
+    "no inputs": (V2, b'{"inputs": []}'),
+    "not an object": (V2, b"[1, 2]"),
+    "duplicate key": (V2, b'{"inputs": [], "inputs": []}'),
+    "malformed": (V2, b'{"inputs": ['),
+}
+
+
+@pytest.mark.parametrize("name", TENSORS)
+def test_v2_infer_answers_as_its_flask_view(apps, name, caplog):
+    path, body = TENSORS[name]
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        fast, flask = both(apps["diabetes"], body, path=path)
+    same(fast, flask)
+    lines = [(r.status, r.rows) for r in caplog.records if r.name == "service.access"]
+    assert lines[0] == lines[1], lines
+    if name in ("one row", "fifty rows, the version's path", "nested data", "integers", "a tensor per feature",
+                "an id and the outputs named"):
+        assert fast.status_code == 200, fast.data
+    else:
+        assert fast.status_code in (400, 413, 422), fast.data
+
+
+def test_v2_probabilities_are_answered_alike(apps):
+    names = list(IRIS)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64",
+                                   "data": [*IRIS.values(), 6.0, 3.0, 5.0, 1.8]}], "id": "r"}).encode()
+    fast, flask = both(apps["iris"], body, path="/v2/models/iris-species/infer")
+    same(fast, flask)
+    assert [o["name"] for o in fast.get_json()["outputs"]] == ["predict", "predict_proba"] and len(names) == 4
+
+
 @pytest.mark.parametrize("content_type", ["", JSON])
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
 def test_the_platform_routes_take_json_without_a_type_and_answer_json_as_asked(apps, content_type, accept):
@@ -166,8 +239,8 @@ def test_an_unexpected_failure_is_a_logged_500_as_in_flask(apps, monkeypatch, ca
     assert len(failures) == 2 and all(r.exc_info and "a bug" in str(r.exc_info[1]) for r in failures)
 
 
-@pytest.mark.parametrize("how", ["outputs asked", "gzip", "text/plain", "GET", "another route", "no length", "CSV",
-                                 "Accept CSV", "another model"])
+@pytest.mark.parametrize("how", ["outputs asked", "gzip", "text/plain", "GET", "another version", "no length", "CSV",
+                                 "Accept CSV", "another model", "V2 binary output asked", "V2 binary tensors"])
 def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
     route = apps["diabetes"].wsgi_app
     passed = []
@@ -183,8 +256,17 @@ def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
         answer = client.post("/predict", data=body, content_type="text/plain")
     elif how == "GET":
         answer = client.get("/predict")
-    elif how == "another route":
-        answer = client.post("/v2/models/diabetes-progression/infer", data=body, content_type=JSON)
+    elif how == "another version":
+        answer = client.post("/v2/models/diabetes-progression/versions/9/infer", data=matrix([list(ROW.values())]),
+                             content_type=JSON)
+    elif how == "V2 binary output asked":
+        answer = client.post("/v2/models/diabetes-progression/infer", content_type=JSON,
+                             data=matrix([list(ROW.values())], parameters={"binary_data_output": True}))
+        assert answer.headers["Content-Type"] == "application/octet-stream"
+    elif how == "V2 binary tensors":
+        header = matrix([list(ROW.values())])
+        answer = client.post("/v2/models/diabetes-progression/infer", data=header, content_type=JSON,
+                             headers={"Inference-Header-Content-Length": str(len(header))})
     elif how == "CSV":
         answer = client.post("/invocations", data=",".join(map(str, ROW.values())), content_type="text/csv")
     elif how == "Accept CSV":
@@ -198,7 +280,7 @@ def test_what_the_route_does_not_take_goes_to_flask(apps, monkeypatch, how):
         output, status, _ = run_wsgi_app(route, environ, buffered=True)
         answer = type("Answer", (), {"status_code": int(status.split()[0]), "data": b"".join(output)})
     assert passed == [1]
-    assert answer.status_code == {"text/plain": 415, "GET": 405, "another route": 422,
+    assert answer.status_code == {"text/plain": 415, "GET": 405, "another version": 404,
                                   "another model": 404}.get(how, 200), answer.data
 
 
@@ -234,3 +316,20 @@ def test_it_counts_and_logs_each_request_as_flasks_hooks_do(apps, caplog):
              for r in caplog.records if r.name == "service.access" and r.path == "/predict"]
     assert lines[:4] == lines[4:]
     assert [(line["status"], line["rows"]) for line in lines[:4]] == [(200, 3), (422, None), (200, 1), (422, 1)]
+
+
+@pytest.mark.parametrize("path, rule", [(V2, "/v2/models/<name>/infer"),
+                                        (V2_VERSION, "/v2/models/<name>/versions/<version>/infer")])
+def test_v2_infer_is_counted_under_flasks_rule(apps, path, rule):
+    app = apps["diabetes"]
+    route = app.wsgi_app
+    series = [f'http_requests_total{{endpoint="{rule}",method="POST",status="200"}}',
+              f'http_requests_total{{endpoint="{rule}",method="POST",status="422"}}',
+              f'predicted_rows_total{{endpoint="{rule}"}}']
+    counted = []
+    for wsgi in (route, route.flask_app):
+        before = [metric(app, line) for line in series]
+        for body in (matrix([VALUES] * 3), matrix([[True, *VALUES[1:]]])):
+            Client(wsgi).post(path, data=body, content_type=JSON)
+        counted.append([metric(app, line) - value for line, value in zip(series, before, strict=True)])
+    assert counted[0] == counted[1] == [1, 1, 3]

@@ -42,7 +42,7 @@ def test_bench_runs_end_to_end(image, tmp_path):
             assert all(load["cpu_ms_per_request"] > 0 for load in run["loads"]), run
     assert len(results["mlserver_configurations"]) == 4  # two settings for each model
     assert [goal["goal"] for goal in results["goals"]][0].startswith("/predict at least 2.5x")
-    assert any(goal["goal"].startswith("100-row requests") for goal in results["goals"])
+    assert sum(goal["goal"].startswith("100-row requests") for goal in results["goals"]) == 2  # /predict, V2
     assert result.stdout.startswith("**default model:")  # stdout carries the tables only
     assert "Requests/s by concurrency" in result.stdout and "p50 / p90 / p99 / p99.9" in result.stdout
     assert "Requests of many rows" in result.stdout
