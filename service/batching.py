@@ -8,7 +8,9 @@ for more requests while they keep arriving (gaps under ARRIVAL_GAP). A lone requ
 
 No extra thread either: the first request of a batch runs it, then hands the lead to the oldest waiting
 request, whose thread runs the next batch. A batch takes queued requests, oldest first, while their rows fit
-in `max_rows`; a request larger than that runs alone.
+in `max_rows`. A request of `max_rows` rows or more, which no other could join, does not queue: its own thread
+runs it at once, beside any batch: 100-row V2 requests at 32 connections, from source, three interleaved pairs,
+went from 943-1,255 requests/s at 1.53-1.98 ms of CPU each, queued, to 1,218-1,698 at 1.13-1.57 ms.
 """
 from __future__ import annotations
 
@@ -73,6 +75,10 @@ class MicroBatcher(Generic[Outcome]):
             self._lock.notify_all()
 
     def __call__(self, rows: list[Any]) -> Outcome:
+        if len(rows) >= self.max_rows:  # nothing could join it: no wait for its turn
+            with self._lock:
+                self._uncount()
+            return self.infer(rows)
         job: _Job[Outcome] = _Job(rows)
         with self._lock:
             self._uncount()

@@ -124,6 +124,35 @@ def test_batches_never_exceed_max_rows_and_big_requests_run_alone():
     assert sum(calls) == sum(len(m) for m in matrices)
 
 
+def test_a_request_no_other_could_join_runs_at_once_beside_a_batch():
+    small_running, release = threading.Event(), threading.Event()
+
+    def infer(rows: list[list[float]]) -> np.ndarray:
+        if len(rows) < 8:
+            small_running.set()
+            assert release.wait(10)
+        return np.asarray(rows).sum(axis=1)
+
+    batcher = MicroBatcher(infer, lambda out, sizes: np.split(out, np.cumsum(sizes)[:-1]), max_rows=8, max_wait=0.05)
+    small = threading.Thread(target=batcher, args=([[1.0, 2.0]],))
+    small.start()
+    assert small_running.wait(10)
+    answers: list[np.ndarray] = []
+
+    def big() -> None:
+        with batcher.coming():  # announced, as the service's requests are
+            answers.append(batcher([[1.0, 1.0]] * 8))
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    thread.join(5)  # queued behind the small batch, it would wait for its release
+    finished = not thread.is_alive()
+    release.set()
+    small.join(10)
+    thread.join(10)
+    assert finished and answers[0].tolist() == [2.0] * 8 and batcher._coming == 0
+
+
 def test_a_model_whose_rows_depend_on_each_other_is_not_batched(diabetes, caplog):
     class BatchDependent:
         """Answers depend on how many rows come together (like a model that normalises over its input)."""
