@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import logs
+from . import logs, tensors
 from .errors import CLIENT_ERRORS, as_api_error, error_body, unexpected_logged
 from .inputs import Rows, decode_json, parse_rows
 from .metrics import METRICS, Metrics
@@ -34,7 +34,7 @@ from .v2 import Inference, answer_to, read_inference
 JSON_TYPES = ("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8")
 JSON_ACCEPTED = ("", "*/*", "application/json")  # /invocations answers JSON to these (Flask's best_match)
 StartResponse = Callable[..., Any]
-BINARY_HEADER = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # V2's binary tensors (service/tensors.py): Flask's
+BINARY_HEADER = "HTTP_" + tensors.HEADER.upper().replace("-", "_")  # V2's binary tensors: Flask's
 Parse = Callable[[ServiceState, Any, Mapping[str, Any]], Any]  # the request read: its rows in `values`
 Respond = Callable[[ServiceState, Any, str], dict[str, Any]]  # the answer to it, given the request id
 

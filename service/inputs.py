@@ -169,6 +169,11 @@ def _row(record: Any, features: Sequence[Feature], where: str) -> list[Any]:
 _NUMBER_TYPES = frozenset((int, float))  # as JSON parses numbers; bool is neither
 
 
+def numeric_names(features: Sequence[Feature]) -> tuple[str, ...] | None:
+    """The features' names when every feature is of type number (its rows may take `plain_numbers`), else None."""
+    return tuple(feature.name for feature in features) if all(f.type == "number" for f in features) else None
+
+
 def plain_numbers(values: list[Any]) -> list[float] | None:
     """`values` as floats, as `Feature.parse` gives them for features of type number, when every one is a finite
     JSON number (booleans are not); else None, and the caller checks them one by one, with their errors."""
@@ -250,7 +255,7 @@ def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int) -> Rows
     if len(records) > max_rows:
         raise ApiError(413, "too_many_rows", f"{len(records)} rows in one request; the limit is {max_rows} "
                                              f"(split the request or raise SERVICE_MAX_ROWS)")
-    names = tuple(feature.name for feature in features) if all(f.type == "number" for f in features) else None
+    names = numeric_names(features)
     rows = []
     for position, record in enumerate(records):
         numbers = _plain_numbers(record, names) if names else None

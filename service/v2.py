@@ -21,7 +21,7 @@ from modelcard.features import Feature, values_type
 from . import __version__, tensors
 from .bundle import ModelBundle
 from .errors import ApiError
-from .inputs import parse_rows, plain_numbers
+from .inputs import numeric_names, parse_rows, plain_numbers
 from .state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -144,12 +144,13 @@ def _tensor(tensor: Any, position: int) -> tuple[str, list[int], str, list[Any]]
     return name, shape, datatype, data
 
 
-def _records(tensors: list[tuple[str, list[int], str, list[Any]]], features: list[Feature]) -> list[dict[str, Any]]:
+def _records(tensors: list[tuple[str, list[int], str, list[Any]]], features: list[Feature],
+             matrix: bool) -> list[dict[str, Any]]:
     """Validated input tensors as records keyed by feature name: one tensor per feature (of the feature's datatype
-    family), or one [N, F] tensor whose values are checked feature by feature."""
-    names = [feature.name for feature in features]
-    if _matrix(tensors, names):
-        name, (rows, width), _, data = tensors[0]
+    family), or one [N, F] tensor (`matrix`, see _matrix) whose values are checked feature by feature."""
+    if matrix:
+        names = [feature.name for feature in features]
+        _, (rows, width), _, data = tensors[0]
         return [dict(zip(names, data[r * width:(r + 1) * width], strict=True)) for r in range(rows)]
     expected = {feature.name: datatype(feature) for feature in features}
     columns: dict[str, list[Any]] = {}
@@ -187,12 +188,13 @@ def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int) -> lis
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(422, "invalid_tensor", "'inputs' must be a non-empty list of tensors")
     tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
-    if _matrix(tensors, [feature.name for feature in features]) and all(f.type == "number" for f in features):
+    matrix = _matrix(tensors, [feature.name for feature in features])
+    if matrix and numeric_names(features) is not None:
         (count, width), data = tensors[0][1], tensors[0][3]
         numbers = plain_numbers(data) if 0 < count <= max_rows else None
         if numbers is not None:
             return [numbers[r * width:(r + 1) * width] for r in range(count)]
-    return parse_rows(_records(tensors, features), features, max_rows).values
+    return parse_rows(_records(tensors, features, matrix), features, max_rows).values
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class Inference:
 
     values: list[list[Any]]
     names: list[Any] | None
-    extras: list[str]
+    extras: tuple[str, ...]
     supplied_id: Any
 
 
@@ -239,13 +241,19 @@ def answer_to(service: Any, inference: Inference, request_id: str) -> dict[str, 
             "id": supplied if isinstance(supplied, str) and supplied else request_id, "outputs": outputs}
 
 
+def answer_in_app(service: Any, payload: Any) -> dict[str, Any]:
+    """The answer to `payload` inside a request's app context (REST's view, gRPC's call): the app's row limit,
+    and the rows noted in `g` once read, before the model is asked, as /predict does."""
+    inference = read_inference(service, payload, current_app.config["MAX_ROWS"])
+    g.rows = len(inference.values)
+    return answer_to(service, inference, g.request_id)
+
+
 @v2.post("/models/<name>/infer")
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     service = served_model(name, version)
     with service.predictor.coming():
         payload = tensors.read_request()
-        inference = read_inference(service, payload, current_app.config["MAX_ROWS"])
-        g.rows = len(inference.values)  # as /predict: once the rows are read, before the model is asked
-        answer = answer_to(service, inference, g.request_id)
+        answer = answer_in_app(service, payload)
     return tensors.respond(answer, {o["name"] for o in answer["outputs"] if tensors.wants_binary(payload, o["name"])})

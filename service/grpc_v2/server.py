@@ -16,14 +16,14 @@ from typing import Any
 from collections.abc import Callable
 
 import grpc
-from flask import Flask, current_app, g
+from flask import Flask, g
 
 from .. import __version__, logs, tensors
 from ..errors import CLIENT_ERRORS, ApiError, as_api_error
 from ..inputs import check_value_count
 from ..metrics import METRICS
 from ..state import EXTENSION
-from ..v2 import answer_to, metadata_of, read_inference, served_model
+from ..v2 import answer_in_app, metadata_of, served_model
 from .protocol import CALLS, MESSAGE, PACKAGE, SERVICE
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,7 @@ class Calls:
     def ModelInfer(self, request: Any) -> Any:
         service = served_model(request.model_name, request.model_version or None)
         with service.predictor.coming():
-            inference = read_inference(service, payload_of(request), current_app.config["MAX_ROWS"])
-            g.rows = len(inference.values)  # as REST: once the rows are read, before the model is asked
-            answer = answer_to(service, inference, g.request_id)
+            answer = answer_in_app(service, payload_of(request))
         return infer_response(answer)
 
 
