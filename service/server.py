@@ -183,6 +183,8 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     while server.active_channels and time.monotonic() < deadline:
         _close_finished(server, draining_since)
         server.asyncore.loop(timeout=0.05, use_poll=True, map=server._map, count=1)
+    cut = len(server.active_channels)  # what the deadline, not the clients, ended
     connections.set(0)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
-    log.info("stopped (drain limit %.1f s)", drain)
+    log.log(logging.WARNING if cut else logging.INFO, "stopped (drain limit %.1f s, %d connections cut at it)",
+            drain, cut, extra={"drain_seconds": drain, "connections_cut": cut})
