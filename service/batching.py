@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 Outcome = TypeVar("Outcome")
 ARRIVAL_GAP = 0.0002  # under load, a batch stops gathering once no request has arrived for this long
@@ -28,7 +28,7 @@ ARRIVAL_GAP = 0.0002  # under load, a batch stops gathering once no request has 
 
 @dataclass
 class _Job(Generic[Outcome]):
-    rows: list[Any]
+    rows: Collection[Any]
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
     error: BaseException | None = None
@@ -41,7 +41,7 @@ class MicroBatcher(Generic[Outcome]):
     If a stacked call raises, each request of that batch is run alone, so one request's bad values fail only
     that request."""
 
-    def __init__(self, infer: Callable[[list[Any]], Outcome],
+    def __init__(self, infer: Callable[[Collection[Any]], Outcome],
                  split: Callable[[Outcome, list[int]], list[Outcome]], max_rows: int, max_wait: float):
         self.infer, self.split, self.max_rows, self.max_wait = infer, split, max_rows, max_wait
         self._lock = threading.Condition()
@@ -74,7 +74,7 @@ class MicroBatcher(Generic[Outcome]):
             self._coming -= 1
             self._lock.notify_all()
 
-    def __call__(self, rows: list[Any]) -> Outcome:
+    def __call__(self, rows: Collection[Any]) -> Outcome:
         if len(rows) >= self.max_rows:  # nothing could join it: no wait for its turn
             with self._lock:
                 self._uncount()

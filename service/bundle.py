@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from modelcard.card import CARD_FILE, CardError, artifact_format, sha256_file
 from modelcard.card import read_card as read_checked_card
@@ -33,7 +33,7 @@ class ModelBundle:
     model: Any
     sha256: str
     features: list[Feature] = field(init=False)
-    to_input: Callable[[list[list[Any]]], Any] = field(init=False, repr=False)
+    to_input: Callable[[Collection[Any]], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         features = [Feature.from_card(entry) for entry in self.card["features"]]

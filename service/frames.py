@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
 from modelcard.features import Feature
+
+Values = list[list[Any]] | np.ndarray  # rows as read; a float64 array for an array model's matrix of numbers
 
 NUMPY_DTYPES = ("float64", "float32", "int64", "int32", "bool")
 DEFAULT_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "category": "category"}
@@ -24,7 +26,7 @@ def pandas() -> Any:
     return importlib.import_module("pandas")
 
 
-def input_builder(features: Sequence[Feature], kind: str) -> Callable[[list[list[Any]]], Any]:
+def input_builder(features: Sequence[Feature], kind: str) -> Callable[[Collection[Any]], Any]:
     """A function from parsed rows to what predict() takes, for the card's `kind` of input (INPUTS)."""
     if kind == "dataframe":
         return _frame_builder(features)
@@ -33,7 +35,7 @@ def input_builder(features: Sequence[Feature], kind: str) -> Callable[[list[list
     if all(f.numeric for f in features):
         return lambda rows: np.asarray(rows, dtype=np.float64)
 
-    def objects(rows: list[list[Any]]) -> np.ndarray:
+    def objects(rows: Collection[Any]) -> np.ndarray:
         matrix = np.empty((len(rows), len(features)), dtype=object)
         matrix[:] = rows
         return matrix
@@ -58,7 +60,7 @@ def column_dtype(feature: Feature) -> str:
     return DEFAULT_DTYPES[feature.type]
 
 
-def _frame_builder(features: Sequence[Feature]) -> Callable[[list[list[Any]]], Any]:
+def _frame_builder(features: Sequence[Feature]) -> Callable[[Collection[Any]], Any]:
     pd = pandas()
     names = [f.name for f in features]
     dtypes = [column_dtype(f) for f in features]
@@ -77,7 +79,7 @@ def _frame_builder(features: Sequence[Feature]) -> Callable[[list[list[Any]]], A
             return np.asarray(values, dtype=dtype)
         return pd.array(values, dtype=dtype)  # pandas' own dtypes: str, string, boolean, Int64, Float64
 
-    def frame(rows: list[list[Any]]) -> Any:
+    def frame(rows: Collection[Any]) -> Any:
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return pd.DataFrame({name: column(list(values), dtype, category)
                              for name, values, dtype, category in zip(names, columns, dtypes, categories, strict=True)})

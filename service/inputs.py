@@ -24,6 +24,7 @@ import zlib
 from typing import Any, NamedTuple
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from flask import current_app, request
 
 from modelcard.features import Feature
@@ -184,6 +185,18 @@ def plain_numbers(values: list[Any]) -> list[float] | None:
     except OverflowError:  # an integer beyond float
         return None
     return numbers if math.isfinite(sum(numbers)) else None  # a sum that overflows: each value checked alone
+
+
+def plain_matrix(values: list[Any], width: int) -> np.ndarray | None:
+    """The flat `values` as a float64 array of `width` columns when every one is a finite JSON number (what
+    `plain_numbers` accepts, with the same floats): the array the model takes, without a list per row; else None."""
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        return None
+    try:
+        matrix = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float
+        return None
+    return matrix.reshape(-1, width) if np.isfinite(matrix).all() else None
 
 
 def _plain_numbers(record: Any, names: tuple[str, ...]) -> list[float] | None:

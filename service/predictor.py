@@ -5,7 +5,7 @@ import contextlib
 import logging
 import math
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from modelcard.features import Feature
 from .batching import MicroBatcher
 from .bundle import ModelBundle
 from .errors import ApiError
+from .frames import Values
 from .fastpath import Declined, FastPath, Unsupported, compile_frame_model, compile_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Predictor:
                 log.warning("micro-batching is off: this model's answers for rows predicted together differ "
                             "from its answers for the same rows predicted alone")
 
-    def infer(self, rows: list[list[Any]]) -> Outcome:
+    def infer(self, rows: Collection[Any]) -> Outcome:
         """The answer for `rows`: the fast path when it is on and takes them, else the estimator itself."""
         if self.fast is not None:
             try:
@@ -94,7 +95,7 @@ class Predictor:
             found[method] = list(answer.shape[1:])
         return found
 
-    def _fast_input(self, rows: list[list[Any]]) -> Any:
+    def _fast_input(self, rows: Collection[Any]) -> Any:
         """What the fast path takes: the rows themselves for a DataFrame model, else the float64 array."""
         return rows if self.bundle.dataframe else self.bundle.to_input(rows)
 
@@ -107,7 +108,7 @@ class Predictor:
         probabilities = self.bundle.model.predict_proba(model_input) if self.has_proba else None
         return predictions, probabilities
 
-    def _named_by(self, message: str, rows: list[list[Any]]) -> str | None:
+    def _named_by(self, message: str, rows: Values) -> str | None:
         """The one text feature whose value in these rows the model's error message quotes, if there is one."""
         named = {feature.name for position, feature in enumerate(self.bundle.features) if not feature.numeric
                  for row in rows if isinstance(row[position], str) and len(row[position]) > 2
@@ -218,7 +219,7 @@ class Predictor:
         """Wrap the reading and checking of a request that will call predict(): see MicroBatcher.coming."""
         return self.batcher.coming() if self.batcher else contextlib.nullcontext()
 
-    def predict(self, rows: list[list[Any]], index: list[Any] | None = None,
+    def predict(self, rows: Values, index: list[Any] | None = None,
                 outputs: tuple[str, ...] = ()) -> dict[str, Any]:
         """Predictions (and probabilities), with the rows' `index` labels if given, and the other `outputs` asked
         for (EXTRA_OUTPUTS the model has); a 422 when the estimator refuses the values or answers non-finite."""
@@ -245,18 +246,24 @@ class Predictor:
                 for row in probabilities
             ]
         result.update(extra)
-        numbers = [v for v in result["predictions"] if isinstance(v, float)]
-        numbers += [p for row in result.get("probabilities", []) for p in row.values()]
-        numbers += [v for values in extra.values() for v in np.ravel(values)]
-        if not all(math.isfinite(v) for v in numbers):
+        numeric = _numeric(predictions)
+        arrays = [predictions] if numeric else []  # checked at C speed; labels of other types one by one
+        arrays += ([probabilities] if probabilities is not None else []) + list(extra.values())
+        labels = [] if numeric else [v for v in result["predictions"] if isinstance(v, float)]
+        if not (all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in arrays)
+                and all(math.isfinite(v) for v in labels)):
             raise ApiError(422, "rejected_by_model", "the model's answer for these values is not a finite number")
         return result
+
+
+def _numeric(predictions: Any) -> bool:
+    return isinstance(predictions, np.ndarray) and predictions.dtype.kind in "biuf"
 
 
 def _listed(predictions: Any) -> list[Any]:
     """The predictions as JSON values: a numeric array's own tolist() (the Python values plain() gives, in one
     call), else one value at a time (labels of any type)."""
-    if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "biuf":
+    if _numeric(predictions):
         return predictions.tolist()
     return [plain(value) for value in predictions]
 

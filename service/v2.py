@@ -21,7 +21,8 @@ from modelcard.features import Feature, values_type
 from . import __version__, tensors
 from .bundle import ModelBundle
 from .errors import ApiError
-from .inputs import numeric_names, parse_rows, plain_numbers
+from .frames import Values
+from .inputs import numeric_names, parse_rows, plain_matrix, plain_numbers
 from .state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -181,19 +182,27 @@ def _matrix(tensors: list[tuple[str, list[int], str, list[Any]]], names: list[st
     return True
 
 
-def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int) -> list[list[Any]]:
+def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int, array_model: bool) -> Values:
     """The typed rows of V2 input tensors, through /predict's validation (`parse_rows`). An [N, F] tensor of
-    plain finite numbers for a model of numeric features is cut into rows directly: the rows parse_rows would
-    give, without a record per row (for 1,000 rows of 10 features, about 2 ms less per request)."""
+    plain finite numbers for a model of numeric features is read at once: for a model that takes an array
+    (`array_model`), as the float64 array itself (`plain_matrix`); else cut into the rows parse_rows would give,
+    without a record per row. For 1,000 rows of 10 features, about 2 ms less per request, and 0.7 ms more for
+    the array."""
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(422, "invalid_tensor", "'inputs' must be a non-empty list of tensors")
     tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
     matrix = _matrix(tensors, [feature.name for feature in features])
     if matrix and numeric_names(features) is not None:
         (count, width), data = tensors[0][1], tensors[0][3]
-        numbers = plain_numbers(data) if 0 < count <= max_rows else None
-        if numbers is not None:
-            return [numbers[r * width:(r + 1) * width] for r in range(count)]
+        if 0 < count <= max_rows:
+            if array_model:
+                array = plain_matrix(data, width)
+                if array is not None:
+                    return array
+            else:
+                numbers = plain_numbers(data)
+                if numbers is not None:
+                    return [numbers[r * width:(r + 1) * width] for r in range(count)]
     return parse_rows(_records(tensors, features, matrix), features, max_rows).values
 
 
@@ -202,7 +211,7 @@ class Inference:
     """An inference request read: its rows, the outputs it names (None: all) with the extra ones the predictor
     computes for them, and the id it gave, if any."""
 
-    values: list[list[Any]]
+    values: Values
     names: list[Any] | None
     extras: tuple[str, ...]
     supplied_id: Any
@@ -218,7 +227,8 @@ def read_inference(service: Any, payload: Any, max_rows: int) -> Inference:
     names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
         if isinstance(wanted, list) else [None] if wanted is not None else []
     extras = service.predictor.asked(names)
-    rows = rows_from_inputs(payload.get("inputs"), service.bundle.features, max_rows)
+    rows = rows_from_inputs(payload.get("inputs"), service.bundle.features, max_rows,
+                            service.bundle.input == "array")
     return Inference(rows, names if wanted is not None else None, extras, payload.get("id"))
 
 

@@ -114,14 +114,21 @@ def test_values_the_estimator_refuses_are_a_422_not_a_500():
 
 
 def test_a_non_finite_answer_is_never_sent(client, service, monkeypatch):
+    """Checked as arrays where the answer is numeric, value by value where predictions are labels of any type."""
     import numpy as np
-    monkeypatch.setattr(service.predictor, "fast", None)  # the model itself answers, and answers NaN
-    monkeypatch.setattr(service.bundle.model, "predict", lambda matrix: np.array([np.nan] * len(matrix)))
-    monkeypatch.setattr(service.bundle.model, "predict_proba",
-                        lambda matrix: np.full((len(matrix), 3), np.nan), raising=False)
-    response = client.post("/predict", data=with_value(client.application, 1), content_type="application/json")
-    assert response.status_code == 422 and response.get_json()["error"]["code"] == "rejected_by_model"
-    assert "NaN" not in response.get_data(as_text=True)
+    first = service.bundle.classes[0] if service.bundle.is_classifier else 1.0
+    cases = {"predictions": (np.array([np.inf]), 1 / 3), "labels": (np.array([np.nan, "a"], dtype=object)[:1], 1 / 3)}
+    if service.bundle.is_classifier:
+        cases["probabilities"] = (np.array([first]), np.nan)
+    monkeypatch.setattr(service.predictor, "fast", None)  # the model itself answers
+    for where, (predicted, probability) in cases.items():
+        monkeypatch.setattr(service.bundle.model, "predict", lambda matrix, answer=predicted: answer)
+        monkeypatch.setattr(service.bundle.model, "predict_proba",
+                            lambda matrix, p=probability: np.full((len(matrix), 3), p), raising=False)
+        response = client.post("/predict", data=with_value(client.application, 1), content_type="application/json")
+        assert response.status_code == 422, (where, response.get_json())
+        assert response.get_json()["error"]["code"] == "rejected_by_model", where
+        assert "NaN" not in response.get_data(as_text=True) and "Infinity" not in response.get_data(as_text=True)
 
 
 def test_commas_inside_text_do_not_count_as_values(client, app):
