@@ -121,7 +121,7 @@ def predict() -> Response:
     with service.predictor.coming():
         payload = read_json_body()
         outputs = service.predictor.asked([n for n in request.args.get("outputs", "").split(",") if n])
-        rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
+        rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"], service.bundle.takes_array)
         g.rows = len(rows.values)
         result = service.predictor.predict(rows.values, rows.labels, outputs)
     return jsonify(result)

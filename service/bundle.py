@@ -50,6 +50,11 @@ class ModelBundle:
         return str(self.card.get("input", "array"))
 
     @property
+    def takes_array(self) -> bool:
+        """predict() takes an array: rows of plain numbers may be read into it at once (service/inputs.py)."""
+        return self.input == "array"
+
+    @property
     def dataframe(self) -> bool:
         return self.input == "dataframe"
 

@@ -43,7 +43,8 @@ def _rows(keys: tuple[str, ...] | None) -> Parse:
     """The rows of a payload: as /predict takes it (`keys` None), or inside a platform's envelope (its keys)."""
     def parse(service: ServiceState, payload: Any, config: Mapping[str, Any]) -> Rows:
         features = service.bundle.features
-        return parse_rows(payload if keys is None else unwrap(payload, features, keys), features, config["MAX_ROWS"])
+        return parse_rows(payload if keys is None else unwrap(payload, features, keys), features, config["MAX_ROWS"],
+                          service.bundle.takes_array)
     return parse
 
 

@@ -155,7 +155,7 @@ def unwrap(payload: Any, features: Sequence[Feature], keys: Sequence[str]) -> An
 def predictions_for(payload: Any) -> list[Any]:
     """The predictions for a payload in any shape /predict takes, by the same path."""
     service = state()
-    rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"])
+    rows = parse_rows(payload, service.bundle.features, current_app.config["MAX_ROWS"], service.bundle.takes_array)
     g.rows = len(rows.values)
     return service.predictor.predict(rows.values)["predictions"]
 

@@ -203,7 +203,7 @@ def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int, array_
                 numbers = plain_numbers(data)
                 if numbers is not None:
                     return [numbers[r * width:(r + 1) * width] for r in range(count)]
-    return parse_rows(_records(tensors, features, matrix), features, max_rows).values
+    return parse_rows(_records(tensors, features, matrix), features, max_rows, array_model).values
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,7 @@ def read_inference(service: Any, payload: Any, max_rows: int) -> Inference:
     names = [item.get("name") if isinstance(item, dict) else None for item in wanted] \
         if isinstance(wanted, list) else [None] if wanted is not None else []
     extras = service.predictor.asked(names)
-    rows = rows_from_inputs(payload.get("inputs"), service.bundle.features, max_rows,
-                            service.bundle.input == "array")
+    rows = rows_from_inputs(payload.get("inputs"), service.bundle.features, max_rows, service.bundle.takes_array)
     return Inference(rows, names if wanted is not None else None, extras, payload.get("id"))
 
 

@@ -131,6 +131,48 @@ def test_a_non_finite_answer_is_never_sent(client, service, monkeypatch):
         assert "NaN" not in response.get_data(as_text=True) and "Infinity" not in response.get_data(as_text=True)
 
 
+def value_by_value(records, features):
+    """The reference: every record checked feature by feature (`_row`), as rows or the first error."""
+    from service.errors import CLIENT_ERRORS, as_api_error
+    from service.inputs import _row
+    try:
+        return [_row(record, features, f"record {position}") for position, record in enumerate(records)]
+    except CLIENT_ERRORS as exc:
+        error = as_api_error(exc)
+        return (error.status, error.code, error.message, error.field)
+
+
+@pytest.mark.parametrize("value", [0.25, 3, -0.0, 2**64 + 1, 1e308, 10**400, True, None, "1.5", [1]], ids=repr)
+@pytest.mark.parametrize("change", ["value", "extra key", "missing key", "not an object"])
+def test_records_read_at_once_are_read_as_value_by_value(service, value, change):
+    """Records of plain numbers are read in one pass (`_plain_records`, then `plain_numbers` or, for a model
+    that takes an array, `plain_matrix`): the same rows, or the same error, as the check of each value."""
+    import numpy as np
+    from service.errors import CLIENT_ERRORS, as_api_error
+    from service.inputs import parse_rows
+    features = service.bundle.features
+    records = [{f.name: 0.5 * i for f in features} for i in range(3)]
+    name = features[0].name
+    records[1] = {"value": {**records[1], name: value}, "extra key": {**records[1], "zzz": value},
+                  "missing key": {k: v for k, v in records[1].items() if k != name},
+                  "not an object": [value]}[change]
+    expected = value_by_value(records, features)
+    for array_model in (False, True):
+        try:
+            values = parse_rows(records, features, 50, array_model).values
+        except CLIENT_ERRORS as exc:
+            error = as_api_error(exc)
+            assert (error.status, error.code, error.message, error.field) == expected, array_model
+            continue
+        assert not isinstance(expected, tuple), (array_model, expected)
+        if isinstance(values, np.ndarray):
+            assert array_model and values.dtype == np.float64
+            assert values.tolist() == expected
+        else:
+            assert values == expected and all(type(v) is type(e) for row, want in zip(values, expected, strict=True)
+                                               for v, e in zip(row, want, strict=True))
+
+
 def test_commas_inside_text_do_not_count_as_values(client, app):
     """The value count before parsing is exact when it matters: commas within strings are not values."""
     record = {**good_record(app), "note": "," * 5_000}
