@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
-from . import ROOT, BuildError
+from . import ROOT, BuildError, write_atomic
 from .archive import member_bytes
 
 CACHE = ROOT / ".cache" / "debs"
@@ -131,10 +131,7 @@ def fetch(name: str, entry: dict[str, Any], cache: Path = CACHE) -> Deb:
         if digest != entry["sha256"]:
             raise BuildError(f"{url} has sha256 {digest[:16]}..., the lock pins {entry['sha256'][:16]}...: refusing "
                              f"it (rerun with --update-lock to accept the mirror's current packages)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".part")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+        write_atomic(path, data)  # builds running at once each write their own temporary file
     return Deb(path, name, entry["version"], entry["sha256"])
 
 

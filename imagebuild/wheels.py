@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ from .progress import say
 from .requirements import normalize
 
 CACHE = ROOT / ".cache" / "wheelhouse"
+COMPLETE = ".complete"  # in a wheelhouse folder once every requirement is in it
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]  # PEP 517's fallback when an sdist has no [build-system]
 # Compiled against BLAS, Fortran or each other: never built from source here, a wheel or a clear error.
 WHEEL_ONLY = {"numpy", "scipy", "scikit-learn", "pandas", "lightgbm", "xgboost", "xgboost-cpu"}
@@ -151,16 +153,29 @@ def fetch(block: str, folder: Path, platform: Platform = AMD64, from_source: boo
 
 def wheelhouse(requirements: Path, platform: Platform = AMD64, cache: Path = CACHE, from_source: bool = True) -> Path:
     """Fill (once per requirements.txt and platform) a cache folder with what the builder installs; returns it.
-    Without `from_source` (another platform than the engine's), every requirement must have a wheel."""
+    Without `from_source` (another platform than the engine's), every requirement must have a wheel.
+    The folder is filled under another name and renamed when complete, so builds running at once on one machine
+    never read each other's half-downloaded files: each downloads, the first to finish is kept."""
     tags = " ".join(platform.wheel_tags())
     key = hashlib.sha256(requirements.read_bytes() + tags.encode()).hexdigest()[:12]
     folder = cache / key
-    done = folder / ".complete"
-    if done.exists():
+    if (folder / COMPLETE).exists():
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    say(f"downloading wheels for cp{PYTHON_VERSION.replace('.', '')} {platform.wheel_tags()[0]}")
-    for block in blocks(requirements):
-        fetch(block, folder, platform, from_source)
-    done.write_text("ok\n")
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+    partial.chmod(0o755)  # as a folder made by mkdir: the builder's copy of it keeps its mode
+    try:
+        say(f"downloading wheels for cp{PYTHON_VERSION.replace('.', '')} {platform.wheel_tags()[0]}")
+        for block in blocks(requirements):
+            fetch(block, partial, platform, from_source)
+        (partial / COMPLETE).write_text("ok\n")
+        if folder.exists() and not (folder / COMPLETE).exists():
+            shutil.rmtree(folder)  # left by a build that was interrupted
+        try:
+            partial.rename(folder)
+        except OSError:  # another build completed it first
+            if not (folder / COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return folder

@@ -161,6 +161,58 @@ def test_sdist_build_requirements_are_read_from_pyproject(tmp_path, pyproject, e
     assert wheels.build_requires(sdist) == expected
 
 
+def test_builds_at_once_fill_one_wheelhouse_without_reading_each_others_halves(tmp_path, monkeypatch):
+    """Two builds of the same requirements at once (a CI matrix on one runner, say): each downloads into a
+    folder of its own, never the one builds read, and the first complete one is kept; a folder an interrupted
+    build left is replaced; once complete, nothing is fetched again."""
+    import threading
+    import time
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.4.6 \\\n    --hash=sha256:00\nscipy==1.17.1 \\\n    --hash=sha256:11\n")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(wheels, "fetch", lambda *_: None)
+    final = cache / wheels.wheelhouse(requirements, cache=tmp_path / "probe").name  # the folder builds read
+    inside = threading.Barrier(2, timeout=10)
+    written: list[tuple[str, Path]] = []
+
+    def slow_fetch(block: str, folder: Path, platform, from_source: bool) -> None:
+        name = block.split("==")[0]
+        written.append((name, folder))
+        with (folder / f"{name}.whl").open("w") as wheel:
+            wheel.write("first half,")
+            wheel.flush()
+            if name == "numpy":
+                inside.wait()  # both builds are writing now
+                assert not final.exists() or not (final / "numpy.whl").exists()
+            time.sleep(0.05)
+            wheel.write("second half")
+
+    monkeypatch.setattr(wheels, "fetch", slow_fetch)
+    results: list[Path] = []
+    builds = [threading.Thread(target=lambda: results.append(wheels.wheelhouse(requirements, cache=cache)))
+              for _ in range(2)]
+    for build in builds:
+        build.start()
+    for build in builds:
+        build.join(timeout=20)
+    assert results == [final, final]
+    folders = {folder for _, folder in written}
+    assert sorted(name for name, _ in written) == ["numpy", "numpy", "scipy", "scipy"] and len(folders) == 2
+    assert final not in folders
+    complete = {"numpy.whl": "first half,second half", "scipy.whl": "first half,second half", wheels.COMPLETE: "ok\n"}
+    assert {p.name: p.read_text() for p in final.iterdir()} == complete
+    assert [p.name for p in cache.iterdir()] == [final.name]  # no build's own folder left behind
+    written.clear()
+    assert wheels.wheelhouse(requirements, cache=cache) == final and written == []
+
+    (final / wheels.COMPLETE).unlink()  # as an interrupted build leaves it
+    (final / "numpy.whl").write_text("first half,")
+    monkeypatch.setattr(wheels, "fetch", lambda block, folder, *_: (folder / f"{block.split('==')[0]}.whl")
+                        .write_text("first half,second half"))
+    assert wheels.wheelhouse(requirements, cache=cache) == final
+    assert {p.name: p.read_text() for p in final.iterdir()} == complete
+
+
 def test_requirement_blocks_keep_their_hashes():
     found = wheels.blocks(ROOT / "requirements.txt")
     assert len(found) == len(requirements.pinned(ROOT / "requirements.txt"))
