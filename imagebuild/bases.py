@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from modelcard.card import sha256_file
 
-from . import ROOT, BuildError, archive
+from . import ROOT, BuildError, archive, write_atomic
 from . import debs
 from .docker_build import split_reference
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
@@ -105,8 +105,7 @@ def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) ->
             client.images.remove(tag)
         except docker.errors.ImageNotFound:
             pass
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(sorted(keep)) + "\n", encoding="utf-8")
+    write_atomic(record, json.dumps(sorted(keep)) + "\n")  # another build may be reading it
 
 
 def runtime_base(client: Any, update: bool, locked: dict[str, Any], platform: Platform) -> tuple[str, dict[str, Any]]:

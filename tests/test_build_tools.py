@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -211,6 +212,53 @@ def test_builds_at_once_fill_one_wheelhouse_without_reading_each_others_halves(t
                         .write_text("first half,second half"))
     assert wheels.wheelhouse(requirements, cache=cache) == final
     assert {p.name: p.read_text() for p in final.iterdir()} == complete
+
+
+def test_superseded_bases_are_removed_and_the_record_rewritten_whole(tmp_path):
+    """The bases a checkout used before and this build does not are removed (one already gone is no error), and
+    the record names this build's (written with write_atomic: another build may be reading it)."""
+    import docker.errors
+    from imagebuild import bases
+    removed: list[str] = []
+
+    class Images:
+        def remove(self, tag: str) -> None:
+            removed.append(tag)
+            if tag.endswith(":gone"):
+                raise docker.errors.ImageNotFound(tag)
+
+    class Client:
+        images = Images()
+
+    record = tmp_path / "cache" / "base-images.json"
+    bases.remove_superseded(Client(), {"base/runtime:a"}, record)
+    assert removed == [] and json.loads(record.read_text()) == ["base/runtime:a"]
+    record.write_text(json.dumps(["base/builder:gone", "base/runtime:a", "base/runtime:old"]))
+    bases.remove_superseded(Client(), {"base/runtime:a", "base/runtime:b"}, record)
+    assert removed == ["base/builder:gone", "base/runtime:old"]
+    assert json.loads(record.read_text()) == ["base/runtime:a", "base/runtime:b"]
+    assert [p.name for p in record.parent.iterdir()] == [record.name]
+
+
+def test_an_atomic_write_shows_readers_the_old_file_or_the_new_one_whole(tmp_path, monkeypatch):
+    """write_atomic: the new content is complete in a temporary file of this write's own before it replaces the
+    old file in one step; missing folders are made; nothing else is left beside it."""
+    from imagebuild import write_atomic
+    path = tmp_path / "folder" / "file.json"
+    write_atomic(path, "old")
+    seen: list[tuple[str, str, str]] = []
+    replace = os.replace
+
+    def watched(source, target) -> None:
+        seen.append((Path(source).read_text(), Path(target).read_text(), Path(source).name))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", watched)
+    write_atomic(path, "new" * 10_000)
+    write_atomic(path, b"bytes")
+    assert [(new, old) for new, old, _ in seen] == [("new" * 10_000, "old"), ("bytes", "new" * 10_000)]
+    assert seen[0][2] != seen[1][2] and all(name.startswith(".file.json.") for *_, name in seen)
+    assert path.read_text() == "bytes" and list(path.parent.iterdir()) == [path]
 
 
 def test_requirement_blocks_keep_their_hashes():
