@@ -25,6 +25,7 @@ from waitress.server import create_server
 
 from .connections import SWEEP_SECONDS, Channel, enforce_deadlines
 from .metrics import METRICS
+from .shares import RECHECK_SECONDS, Share
 from .state import EXTENSION
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ MAX_HEADER_BYTES = 16 << 10
 ACCEPT_BATCH = 64
 
 
-def make_server(app: Flask, listener: socket.socket) -> Any:
-    """waitress on `listener`, a listening socket (bound by service/workers.py, shared by the workers).
+def make_server(app: Flask, listener: socket.socket, share: Share | None = None) -> Any:
+    """waitress on `listener`, a listening socket (bound by service/workers.py, shared by the workers); with a
+    `share`, this worker leaves new connections to the others while it holds more than its share.
 
     Bodies up to MAX_BODY_BYTES are kept in memory (waitress spills larger ones to a temporary file, which a
     read-only root does not have); a larger one is refused by waitress with the JSON 413 before it is read, so
@@ -63,16 +65,20 @@ def make_server(app: Flask, listener: socket.socket) -> Any:
         clear_untrusted_proxy_headers=True,
     )
     server.channel_class = Channel
-    server.handle_accept = _accepting_in_batches(server)
+    server.handle_accept = _accepting_in_batches(server, share)
     server.draining = False  # set on SIGTERM: answers then close their connection (service/connections.py)
+    server.held_back = False  # this worker holds more than its share: the listener is not polled meanwhile
+    if share is not None:
+        server.readable = _unless_held_back(server)
     return server
 
 
 QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or unsent, is done
 
 
-def _accepting_in_batches(server: Any) -> Callable[[], None]:
-    """waitress' handle_accept, repeated until the backlog is empty, ACCEPT_BATCH are taken or the limit is met."""
+def _accepting_in_batches(server: Any, share: Share | None) -> Callable[[], None]:
+    """waitress' handle_accept, repeated until the backlog is empty, ACCEPT_BATCH are taken, the limit is met or
+    (with a `share`, while accepting) this worker holds more than its share."""
     accept_one = server.handle_accept
 
     def handle_accept() -> None:
@@ -83,7 +89,21 @@ def _accepting_in_batches(server: Any) -> Callable[[], None]:
             accept_one()
             if len(server._map) == before:
                 return
+            if share is not None and server.accepting:
+                share.publish(len(server.active_channels))
+                if share.held_back(len(server.active_channels)):
+                    return
     return handle_accept
+
+
+def _unless_held_back(server: Any) -> Callable[[], bool]:
+    """waitress' readable() for the listener, false while this worker holds more than its share (`held_back`,
+    decided before each pass of the loop, whose wait is then short)."""
+    readable = server.readable
+
+    def unless_held_back() -> bool:
+        return bool(readable()) and not server.held_back
+    return unless_held_back
 
 
 def _close_finished(server: Any, draining_since: float) -> None:
@@ -140,11 +160,13 @@ def _stop_listening(server: Any) -> None:
 
 
 def serve(app: Flask, listener: socket.socket, parent: int | None = None,
-          serving: Callable[[], None] = lambda: None, draining: Callable[[float], None] = lambda _: None) -> None:
+          serving: Callable[[], None] = lambda: None, draining: Callable[[float], None] = lambda _: None,
+          share: Share | None = None) -> None:
     """Serve until SIGTERM or SIGINT (or, for a worker, until its supervisor `parent` is gone), then drain.
     `serving` is called once a signal would drain; `draining(seconds)` when the drain begins (the gRPC server's
-    own graceful stop)."""
-    server = make_server(app, listener)
+    own graceful stop); `share`, for one of several workers, balances connections between them
+    (service/shares.py)."""
+    server = make_server(app, listener, share)
     stopping = threading.Event()
     ready = app.extensions[EXTENSION].ready
     connections = app.extensions[METRICS].connections
@@ -163,7 +185,11 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     serving()
     log.info("serving on http://%s:%s", server.effective_host, server.effective_port)
     while not stopping.is_set():
-        server.asyncore.loop(timeout=LOOP_TIMEOUT, use_poll=True, map=server._map, count=1)
+        if share is not None:
+            share.publish(len(server.active_channels))
+            server.held_back = server.accepting and share.held_back(len(server.active_channels))
+        server.asyncore.loop(timeout=RECHECK_SECONDS if server.held_back else LOOP_TIMEOUT, use_poll=True,
+                             map=server._map, count=1)
         if time.monotonic() < next_sweep:
             continue
         next_sweep = time.monotonic() + SWEEP_SECONDS
@@ -177,6 +203,8 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
 
     drain = app.config["DRAIN_SECONDS"]
     deadline = time.monotonic() + drain
+    if share is not None:
+        share.leave()
     draining(drain)
     _stop_listening(server)
     draining_since = time.time()  # wall clock, like waitress's last_activity

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 
 from . import cpus as cpu_limits
 from .config import worker_count
+from .shares import Share, Shares
 
 log = logging.getLogger("service")
 # File descriptors a worker needs beyond its connections: the listener, the trigger, logs, metrics files, gRPC.
@@ -53,12 +54,13 @@ def pin(index: int, cpus: list[int]) -> None:
 
 
 def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = None,
-                 parent: int | None = None, decision: Mapping[str, Any] | None = None) -> int:
+                 parent: int | None = None, decision: Mapping[str, Any] | None = None,
+                 share: Share | None = None) -> int:
     """Load, check and warm up the model, then serve until SIGTERM/SIGINT. Exit code for the process.
 
     `ready_fd`, if given, gets one byte once the model is loaded and a SIGTERM would drain; `parent` is the
     supervisor's pid: the worker stops when it is no longer its parent. A lone worker's `decision` (the worker
-    count and which limit set it) joins its ready line."""
+    count and which limit set it) joins its ready line; one of several has a `share` (service/shares.py)."""
     from .app import create_app
     from .bundle import BundleError
     from .config import ConfigError
@@ -90,7 +92,7 @@ def serve_worker(listener: socket.socket, worker: int, ready_fd: int | None = No
             os.close(ready_fd)
 
     rpc = start_grpc(app)
-    serve(app, listener, parent, serving, rpc.stop if rpc else lambda _: None)
+    serve(app, listener, parent, serving, rpc.stop if rpc else lambda _: None, share)
     if rpc:
         rpc.stop(0)  # whatever the drain left running
     return 0
@@ -228,6 +230,7 @@ class Supervisor:
         self.signalled: set[int] = set()  # workers sent SIGTERM
         self.boot_failures = 0  # workers in a row that died before they were ready
         self.exit_code = 0
+        self.shares = Shares(count)  # mapped before any fork: each worker sees the others' connections
 
     def start(self, index: int) -> None:
         """Fork worker `index`; it writes one byte to its pipe once it has loaded the model."""
@@ -247,7 +250,7 @@ class Supervisor:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if self.settings["PIN_CPUS"]:
                     pin(index, self.cpus)
-                code = serve_worker(self.listener, index, ready_write, self.pid)
+                code = serve_worker(self.listener, index, ready_write, self.pid, share=Share(self.shares, index))
             except BaseException:  # logged, then the process ends with code 1
                 log.exception("worker %d failed", index)
             finally:
@@ -293,6 +296,7 @@ class Supervisor:
             if pid not in self.children:  # not a worker (a library's helper process, say): reaped, nothing more
                 continue
             worker = self.children.pop(pid)
+            self.shares.leave(worker.index)  # the others stop comparing themselves with it at once
             if worker.ready_pipe is not None:
                 os.close(worker.ready_pipe)
             if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

@@ -83,6 +83,59 @@ def test_start_up_is_logged_as_json_with_the_model(shared_server):
         assert start["micro_batching"] is True
 
 
+def test_connections_opened_at_once_are_shared_between_the_workers(tmp_path):
+    """Issue 28: both workers accept from one socket, and the first to wake adopted a burst whole (of 32
+    keep-alive connections opened at once, 27-32 on one of two workers: the other idle while they lasted). A
+    worker now leaves new connections to the other while it holds more than SLACK beyond it (service/shares.py)."""
+    from collections import Counter
+    from service.shares import SLACK
+    with running_server(2, tmp_path) as (process, port):
+        time.sleep(0.5)  # each worker in its loop, its share published
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+        request = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(BODY)}\r\n\r\n{BODY}").encode()
+        for connection in connections:
+            connection.sendall(request)
+        for connection in connections:
+            assert connection.recv(64).startswith(b"HTTP/1.1 200"), "no answer"
+            connection.close()
+        time.sleep(0.3)  # access lines are written within 50 ms
+        answered = Counter(entry["pid"] for entry in log_entries(process.log_path) if entry.get("path") == "/predict")
+    # at most SLACK + 1 apart when they adopt them (a connection a client closed counts until its worker sees it)
+    assert sum(answered.values()) == 32 and min(answered.values()) >= 16 - 2 * SLACK, answered
+
+
+def test_a_dead_workers_share_is_forgotten_at_once(tmp_path):
+    """A worker holding more than its share waits for the others; when one of them dies, the supervisor clears its
+    slot, so the survivor takes new connections at once rather than after the slot goes stale (2 s)."""
+    with running_server(2, tmp_path) as (process, port):
+        time.sleep(0.5)  # each worker in its loop, its share published
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(10)]
+        ids = []
+        for connection in connections:
+            connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            ids.append(response.getheader("x-request-id"))
+        time.sleep(0.3)  # access lines are written within 50 ms
+        owner = {entry["request_id"]: entry["pid"] for entry in log_entries(process.log_path)
+                 if entry.get("path") == "/predict"}
+        victim = owner[ids[0]]
+        for connection, request_id in zip(connections, ids, strict=True):
+            if owner[request_id] == victim:
+                connection.close()  # the victim holds none now: the survivor holds more than its share
+        time.sleep(0.2)  # the victim's loop has seen the closes and published them
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.1)  # the supervisor reaps it within 0.05 s (left fresh, its slot held the survivor 0.9 s)
+        started = time.monotonic()
+        status, _, _ = call("POST", f"http://127.0.0.1:{port}/predict", BODY.encode(),
+                            {"Content-Type": "application/json"}, timeout=10)
+        waited = time.monotonic() - started
+        for connection in connections:
+            connection.close()
+    assert status == 200 and waited < 0.5, f"a new connection waited {waited:.2f} s"
+
+
 # The signal reaches a worker through its supervisor, and a request already sent may be read before the worker's
 # handler runs (in one process too: the handler runs between the main thread's bytecodes), so "at once" is a short
 # bound: well within a kubelet's readiness period (10 s by default) and within QUIET_SECONDS, the time an idle
@@ -342,7 +395,7 @@ import os, signal, socket, subprocess, sys, tempfile, threading, time
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
 import service.workers as workers
 
-def pretend_to_serve(listener, worker, ready_fd=None, parent=None):
+def pretend_to_serve(listener, worker, ready_fd=None, parent=None, share=None):
     if ready_fd is not None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)
@@ -370,7 +423,7 @@ import os, signal, socket, sys, tempfile, time
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
 import service.workers as workers
 
-def crash(listener, worker, ready_fd=None, parent=None):
+def crash(listener, worker, ready_fd=None, parent=None, share=None):
     if sys.argv[1] == "after ready":
         os.write(ready_fd, b"r")
         time.sleep(0.2)
