@@ -141,6 +141,9 @@ def test_the_channel_and_the_server():
                      "adj"):
             assert hasattr(server, name), name
         assert server.adj.connection_limit > 0 and "use_poll" in _parameters(server.asyncore.loop)
+        # service/server.py wraps readable(): asyncore asks it of the listener before each poll (service/shares.py)
+        import inspect
+        assert server.readable() is True and "obj.readable()" in inspect.getsource(server.asyncore.poll2)
         assert {"cancel_pending", "timeout"} <= set(_parameters(server.task_dispatcher.shutdown))
         client = socket.create_connection((server.effective_host, server.effective_port))
         try:
