@@ -188,9 +188,17 @@ def plain_numbers(values: list[Any]) -> list[float] | None:
     return numbers if math.isfinite(sum(numbers)) else None  # a sum that overflows: each value checked alone
 
 
-def plain_matrix(values: list[Any], width: int) -> np.ndarray | None:
-    """The flat `values` as a float64 array of `width` columns when every one is a finite JSON number (what
-    `plain_numbers` accepts, with the same floats): the array the model takes, without a list per row; else None."""
+def plain_rows(values: list[Any], width: int, array_model: bool) -> Values | None:
+    """The flat `values`, `width` to a row, when every one is a finite JSON number (what `plain_numbers` accepts,
+    with the same floats): for a model that takes an array, that float64 array itself, without a list per row;
+    else the rows parse_rows would give. None otherwise, and the caller checks them one by one."""
+    if array_model:
+        return _plain_matrix(values, width)
+    numbers = plain_numbers(values)
+    return None if numbers is None else [numbers[start:start + width] for start in range(0, len(numbers), width)]
+
+
+def _plain_matrix(values: list[Any], width: int) -> np.ndarray | None:
     if not _NUMBER_TYPES.issuperset(map(type, values)):
         return None
     try:
@@ -285,13 +293,9 @@ def parse_rows(payload: Any, features: Sequence[Feature], max_rows: int, array_m
                                              f"(split the request or raise SERVICE_MAX_ROWS)")
     names = numeric_names(features)
     flat = _plain_records(records, names) if names else None
-    if flat is not None:
-        numbers = plain_matrix(flat, len(features)) if array_model else plain_numbers(flat)
-        if isinstance(numbers, np.ndarray):
-            return Rows(numbers, index)
-        if numbers is not None:
-            width = len(features)
-            return Rows([numbers[r * width:(r + 1) * width] for r in range(len(records))], index)
+    plain = plain_rows(flat, len(features), array_model) if flat is not None else None
+    if plain is not None:
+        return Rows(plain, index)
     rows = []
     for position, record in enumerate(records):
         numbers = _plain_numbers(record, names) if names else None

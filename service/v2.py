@@ -22,7 +22,7 @@ from . import __version__, tensors
 from .bundle import ModelBundle
 from .errors import ApiError
 from .frames import Values
-from .inputs import numeric_names, parse_rows, plain_matrix, plain_numbers
+from .inputs import numeric_names, parse_rows, plain_rows
 from .state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -184,9 +184,9 @@ def _matrix(tensors: list[tuple[str, list[int], str, list[Any]]], names: list[st
 
 def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int, array_model: bool) -> Values:
     """The typed rows of V2 input tensors, through /predict's validation (`parse_rows`). An [N, F] tensor of
-    plain finite numbers for a model of numeric features is read at once: for a model that takes an array
-    (`array_model`), as the float64 array itself (`plain_matrix`); else cut into the rows parse_rows would give,
-    without a record per row. For 1,000 rows of 10 features: about 2 ms less per request without the records,
+    plain finite numbers for a model of numeric features is read at once (`plain_rows`): for a model that takes
+    an array (`array_model`), as the float64 array itself; else cut into the rows parse_rows would give, without
+    a record per row. For 1,000 rows of 10 features: about 2 ms less per request without the records,
     and about 0.5 ms less again as the array (its reading and the model's own conversion)."""
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(422, "invalid_tensor", "'inputs' must be a non-empty list of tensors")
@@ -194,15 +194,9 @@ def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int, array_
     matrix = _matrix(tensors, [feature.name for feature in features])
     if matrix and numeric_names(features) is not None:
         (count, width), data = tensors[0][1], tensors[0][3]
-        if 0 < count <= max_rows:
-            if array_model:
-                array = plain_matrix(data, width)
-                if array is not None:
-                    return array
-            else:
-                numbers = plain_numbers(data)
-                if numbers is not None:
-                    return [numbers[r * width:(r + 1) * width] for r in range(count)]
+        plain = plain_rows(data, width, array_model) if 0 < count <= max_rows else None
+        if plain is not None:
+            return plain
     return parse_rows(_records(tensors, features, matrix), features, max_rows, array_model).values
 
 

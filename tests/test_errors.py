@@ -145,8 +145,8 @@ def value_by_value(records, features):
 @pytest.mark.parametrize("value", [0.25, 3, -0.0, 2**64 + 1, 1e308, 10**400, True, None, "1.5", [1]], ids=repr)
 @pytest.mark.parametrize("change", ["value", "extra key", "missing key", "not an object"])
 def test_records_read_at_once_are_read_as_value_by_value(service, value, change):
-    """Records of plain numbers are read in one pass (`_plain_records`, then `plain_numbers` or, for a model
-    that takes an array, `plain_matrix`): the same rows, or the same error, as the check of each value."""
+    """Records of plain numbers are read in one pass (`_plain_records`, then `plain_rows`: lists, or for a model
+    that takes an array, its array): the same rows, or the same error, as the check of each value."""
     import numpy as np
     from service.errors import CLIENT_ERRORS, as_api_error
     from service.inputs import parse_rows

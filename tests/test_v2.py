@@ -78,7 +78,7 @@ def test_infer_one_matrix_tensor_flat_or_nested(client, service):
 @pytest.mark.parametrize("value", [0.25, 3, -0.0, 2**64 + 1, 5e-324, 1e308, 10**400, True, None, "1.5"],
                          ids=repr)
 def test_a_matrix_tensor_answers_as_one_tensor_per_feature(client, service, value):
-    """A matrix of numbers is read at once (inputs.plain_matrix: a float64 array for an array model), one tensor
+    """A matrix of numbers is read at once (inputs.plain_rows: a float64 array for an array model), one tensor
     per feature value by value (/predict's checks): the answer, or the error, must be the same."""
     records = records_for(service, 3)
     records[1] = {**records[1], service.bundle.feature_names[0]: value}
