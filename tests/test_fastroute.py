@@ -4,6 +4,7 @@ and bytes as Flask's own view, counts and logs it the same way, and leaves every
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from werkzeug.test import Client, create_environ, run_wsgi_app
 
 from service.app import create_app
-from service.fastroute import FastRoutes
+from service.fastroute import FastRoutes, read_body
 from service.state import EXTENSION
 
 from .conftest import BUNDLES
@@ -333,3 +334,17 @@ def test_v2_infer_is_counted_under_flasks_rule(apps, path, rule):
             Client(wsgi).post(path, data=body, content_type=JSON)
         counted.append([metric(app, line) - value for line, value in zip(series, before, strict=True)])
     assert counted[0] == counted[1] == [1, 1, 3]
+
+
+def test_the_body_is_taken_from_wsgi_input_without_a_copy():
+    """A 1 MiB body in flight costs one MiB, not two (docs/operations.md: memory); any other stream is read."""
+    body = b"[" + b",".join([b"1.5"] * 1000) + b"]"
+    stream = io.BytesIO()
+    stream.write(body)
+    stream.seek(0)
+    assert read_body(stream, len(body)) is stream.getvalue()
+    assert read_body(stream, 10) == body[:10] and stream.tell() == 10
+    moved = io.BytesIO(body)
+    moved.seek(3)
+    assert read_body(moved, 5) == body[3:8]
+    assert read_body(io.BufferedReader(io.BytesIO(body)), len(body)) == body

@@ -6,7 +6,7 @@ Verified with the versions pinned in requirements.txt: scikit-learn 1.9.1, waitr
 first test fails when requirements.txt or the installed packages name another version, until the guards are run
 against it and VERIFIED says so). Where each internal is used:
 service/fastpath.py (scikit-learn), derivecard/introspect.py (scikit-learn), service/connections.py and
-service/server.py (waitress)."""
+service/server.py and service/fastroute.py (waitress)."""
 from __future__ import annotations
 
 import inspect
@@ -109,6 +109,21 @@ def test_the_request_parser_hooks_and_attributes():
     assert parser.chunked and parser.expect_continue and parser.error is None
     assert (parser.command, parser.path, parser.headers["HOST"]) == ("POST", "/p", "x")
     assert callable(parser.body_rcv.getbuf) and parser.adj.max_request_body_size > 0
+
+
+def test_a_body_under_the_overflow_reaches_the_app_as_a_bytes_io():
+    """service/fastroute.py takes the body with getvalue(), without a copy, when wsgi.input is this BytesIO."""
+    import io
+
+    from waitress.adjustments import Adjustments
+    from waitress.parser import HTTPRequestParser
+    body = b"[" + b",".join([b"1.5"] * 30_000) + b"]"
+    parser = HTTPRequestParser(Adjustments(inbuf_overflow=len(body) + 1))
+    request = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    while request:
+        request = request[parser.received(request):]
+    stream = parser.get_body_stream()
+    assert parser.completed and type(stream) is io.BytesIO and stream.tell() == 0 and stream.getvalue() == body
 
 
 def test_the_chunked_receivers_state():

@@ -28,7 +28,7 @@ from .conftest import Running, run_container
 
 pytestmark = pytest.mark.container
 
-MEMORY_PER_WORKER_MB = 160  # the documented need (docs/operations.md): about 93 idle, 46 more at worst, a margin
+MEMORY_PER_WORKER_MB = 160  # the documented need (docs/operations.md): 91 idle, 50 more at worst, the health check
 SHM_BUDGET = 1 << 20  # bytes of /dev/shm the metrics may take, whatever the traffic (measured: README)
 SHM_USED = """
 import os
