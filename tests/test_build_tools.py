@@ -261,6 +261,35 @@ def test_an_atomic_write_shows_readers_the_old_file_or_the_new_one_whole(tmp_pat
     assert path.read_text() == "bytes" and list(path.parent.iterdir()) == [path]
 
 
+def test_an_atomic_write_gives_the_mode_open_would_and_leaves_nothing_when_it_fails(tmp_path, monkeypatch):
+    """A new file: 0o666 less the umask (the build's reports were 0600, unreadable to another user); an existing
+    file keeps its mode; a write that fails leaves the old file and no temporary one."""
+    from imagebuild import write_atomic
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        previous = os.umask(mask)
+        try:
+            write_atomic(tmp_path / f"new-{mask:o}.json", "{}")
+        finally:
+            os.umask(previous)
+        assert (tmp_path / f"new-{mask:o}.json").stat().st_mode & 0o777 == mode
+        assert os.umask(previous) == previous  # the umask is as it was
+        os.umask(previous)
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    write_atomic(kept, "new")
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(kept, "newer")
+    assert kept.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "kept.json", "new-2.json", "new-22.json", "new-77.json"]
+
+
 def test_requirement_blocks_keep_their_hashes():
     found = wheels.blocks(ROOT / "requirements.txt")
     assert len(found) == len(requirements.pinned(ROOT / "requirements.txt"))
