@@ -22,8 +22,8 @@ from . import ROOT, BuildError, archive, write_atomic
 from . import debs
 from .docker_build import split_reference
 from .debian_lock import (BUILDER_LIST, RUNTIME_LIST, SUITE, lock_entry, mmdebstrap, pinned_names, read_groups,
-                          resolve_section, section_key, verify_debs, with_pool_paths)
-from .platforms import Platform
+                          resolve_section, section_key, sections, verify_debs, with_pool_paths)
+from .platforms import PLATFORMS, Platform
 from .progress import say
 from .rootfs import DEBS_IN_STAGE, NONROOT, RUNTIME_TRIM, compose_builder_stage, compose_runtime
 
@@ -94,18 +94,25 @@ def check_same_python(*sections: dict[str, Any]) -> None:
                          f"Python's bytecode on the other (rerun with --update-lock to lock them all again)")
 
 
-def remove_superseded(client: Any, keep: set[str], record: Path = USED_BASES) -> None:
-    """Remove the base images this checkout used before and its current lock no longer names (another
-    checkout's bases, on a shared engine, are left alone)."""
+def named_by_lock(lock: dict[str, Any]) -> set[str]:
+    """The builder and runtime bases `lock` names, for every platform it pins."""
+    return {_reference(kind, sections(lock, platform)[kind]) for platform in PLATFORMS.values()
+            for kind in ("builder", "runtime") if sections(lock, platform).get(kind)}
+
+
+def remove_superseded(client: Any, in_use: set[str], named: set[str], record: Path = USED_BASES) -> None:
+    """Remove the base images this checkout used before and its current lock no longer names (`named`: an arm64
+    base stays through amd64-only builds; another checkout's bases, on a shared engine, are left alone); the
+    record keeps those still named beside this build's (`in_use`)."""
     import docker.errors
     used = set(json.loads(record.read_text(encoding="utf-8"))) if record.is_file() else set()
-    for tag in sorted(used - keep):
+    for tag in sorted(used - in_use - named):
         say(f"removing superseded base {tag}")
         try:
             client.images.remove(tag)
         except docker.errors.ImageNotFound:
             pass
-    write_atomic(record, json.dumps(sorted(keep)) + "\n")  # another build may be reading it
+    write_atomic(record, json.dumps(sorted(in_use | (used & named))) + "\n")  # another build may be reading it
 
 
 def runtime_base(client: Any, update: bool, locked: dict[str, Any], platform: Platform) -> tuple[str, dict[str, Any]]:

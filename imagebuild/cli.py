@@ -443,10 +443,11 @@ def build_images(client: Any, options: Options, plan: Plan) -> list[Built]:
         from . import served
         served.write_bundle(client, builts[0].target.reference, options.bundle_out)
         say(f"wrote the served bundle to {options.bundle_out}")
-    from . import bases
+    from . import bases, debian_lock
     in_use = {ref for built in [native, *builts] for ref in (built.result["bases"]["builder"],
                                                              built.result["bases"]["runtime"])}
-    bases.remove_superseded(client, {ref for ref in in_use if ref.startswith(bases.BASE_REPOSITORY)})
+    bases.remove_superseded(client, {ref for ref in in_use if ref.startswith(bases.BASE_REPOSITORY)},
+                            bases.named_by_lock(debian_lock.read_lock()))
     return builts
 
 

@@ -215,8 +215,9 @@ def test_builds_at_once_fill_one_wheelhouse_without_reading_each_others_halves(t
 
 
 def test_superseded_bases_are_removed_and_the_record_rewritten_whole(tmp_path):
-    """The bases a checkout used before and this build does not are removed (one already gone is no error), and
-    the record names this build's (written with write_atomic: another build may be reading it)."""
+    """The bases a checkout used before and this build does not are removed unless the lock still names them
+    (one already gone is no error): an amd64-only build keeps the arm64 bases of an earlier build for both, and
+    the record keeps naming them; it is written with write_atomic (another build may be reading it)."""
     import docker.errors
     from imagebuild import bases
     removed: list[str] = []
@@ -231,13 +232,27 @@ def test_superseded_bases_are_removed_and_the_record_rewritten_whole(tmp_path):
         images = Images()
 
     record = tmp_path / "cache" / "base-images.json"
-    bases.remove_superseded(Client(), {"base/runtime:a"}, record)
+    bases.remove_superseded(Client(), {"base/runtime:a"}, set(), record)
     assert removed == [] and json.loads(record.read_text()) == ["base/runtime:a"]
-    record.write_text(json.dumps(["base/builder:gone", "base/runtime:a", "base/runtime:old"]))
-    bases.remove_superseded(Client(), {"base/runtime:a", "base/runtime:b"}, record)
+    record.write_text(json.dumps(["base/builder:gone", "base/runtime:a", "base/runtime:arm64", "base/runtime:old"]))
+    bases.remove_superseded(Client(), {"base/runtime:a", "base/runtime:b"}, {"base/runtime:arm64", "base/x:n"},
+                            record)
     assert removed == ["base/builder:gone", "base/runtime:old"]
-    assert json.loads(record.read_text()) == ["base/runtime:a", "base/runtime:b"]
+    assert json.loads(record.read_text()) == ["base/runtime:a", "base/runtime:arm64", "base/runtime:b"]
     assert [p.name for p in record.parent.iterdir()] == [record.name]
+
+
+def test_the_lock_names_a_builder_and_a_runtime_base_for_each_platform():
+    """What remove_superseded keeps: the references the builds themselves use, for amd64 and arm64 alike."""
+    from imagebuild import bases, debian_lock
+    from imagebuild.platforms import PLATFORMS
+    lock = debian_lock.read_lock()
+    named = bases.named_by_lock(lock)
+    expected = {bases._reference(kind, debian_lock.sections(lock, platform)[kind])
+                for platform in PLATFORMS.values() for kind in ("builder", "runtime")}
+    assert named == expected and len(named) == 4 and all(ref.startswith(bases.BASE_REPOSITORY) for ref in named)
+    only_amd64 = {key: value for key, value in lock.items() if key == "amd64"}
+    assert len(bases.named_by_lock(only_amd64)) == 2
 
 
 def test_an_atomic_write_shows_readers_the_old_file_or_the_new_one_whole(tmp_path, monkeypatch):
