@@ -196,7 +196,8 @@ def start_mlserver(command: Path, subject: Subject, workers: int, batch: tuple[i
     routes = [Route("POST /v2/.../infer", f"/v2/models/{subject.key}/infer", subject.v2_body(n),
                     lambda a: a["outputs"][0]["data"], rows=n) for n in [1, *rows]]
     server = start_process(MLSERVER, [str(command), "start", str(folder)], {}, port, routes,
-                           CACHE / "logs" / f"mlserver-{subject.key}.log")
+                           CACHE / "logs" / f"mlserver-{subject.key}.log",
+                           cwd=folder)  # its metrics folder, .metrics, goes in its working directory
     server.notes.append(f"parallel_workers={workers}, max_batch_size={batch[0]}, max_batch_time={batch[1]}")
     server.image = "no image here (no registry); published image about 0.93 GB"
     return server
