@@ -22,7 +22,7 @@ import math
 import re
 import zlib
 from typing import Any, NamedTuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 from flask import current_app, request
@@ -179,30 +179,33 @@ def numeric_names(features: Sequence[Feature]) -> tuple[str, ...] | None:
 def plain_numbers(values: list[Any]) -> list[float] | None:
     """`values` as floats, as `Feature.parse` gives them for features of type number, when every one is a finite
     JSON number (booleans are not); else None, and the caller checks them one by one, with their errors."""
-    if not _NUMBER_TYPES.issuperset(map(type, values)):
-        return None
+    return _floats(values) if _NUMBER_TYPES.issuperset(map(type, values)) else None
+
+
+def _floats(numbers: list[Any]) -> list[float] | None:
     try:
-        numbers = list(map(float, values))
+        floats = list(map(float, numbers))
     except OverflowError:  # an integer beyond float
         return None
-    return numbers if math.isfinite(sum(numbers)) else None  # a sum that overflows: each value checked alone
+    return floats if math.isfinite(sum(floats)) else None  # a sum that overflows: each value checked alone
 
 
-def plain_rows(values: list[Any], width: int, array_model: bool) -> Values | None:
+def plain_rows(values: list[Any], width: int, array_model: bool, types: Collection[type] | None = None) -> Values | None:
     """The flat `values`, `width` to a row, when every one is a finite JSON number (what `plain_numbers` accepts,
     with the same floats): for a model that takes an array, that float64 array itself, without a list per row;
-    else the rows parse_rows would give. None otherwise, and the caller checks them one by one."""
+    else the rows parse_rows would give. None otherwise, and the caller checks them one by one. `types`, the
+    types of `values` when the caller has read them already (V2's tensors), saves a pass over them."""
+    if not _NUMBER_TYPES.issuperset(map(type, values) if types is None else types):
+        return None
     if array_model:
         return _plain_matrix(values, width)
-    numbers = plain_numbers(values)
+    numbers = _floats(values)
     return None if numbers is None else [numbers[start:start + width] for start in range(0, len(numbers), width)]
 
 
-def _plain_matrix(values: list[Any], width: int) -> np.ndarray | None:
-    if not _NUMBER_TYPES.issuperset(map(type, values)):
-        return None
+def _plain_matrix(numbers: list[Any], width: int) -> np.ndarray | None:
     try:
-        matrix = np.array(values, dtype=np.float64)
+        matrix = np.array(numbers, dtype=np.float64)
     except OverflowError:  # an integer beyond float
         return None
     return matrix.reshape(-1, width) if np.isfinite(matrix).all() else None

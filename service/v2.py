@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify
@@ -109,11 +109,23 @@ def model_ready(name: str, version: str | None = None) -> Response:
     return jsonify(name=name, ready=True) if service.ready.is_set() else _not_ready()
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
+class Tensor(NamedTuple):
+    """One input tensor, validated: its data flat, and the types of its values (read once, in one pass)."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    types: set[type]
+
+
+def _flatten(data: Any, where: str) -> tuple[list[Any], set[type]]:
+    """`data` flat (row-major), and the types of its values."""
     if not isinstance(data, list):
         raise ApiError(422, "invalid_tensor", f"{where}: 'data' must be a list")
-    if list not in map(type, data):  # flat already, as clients mostly send it: one pass at C speed
-        return data
+    types = set(map(type, data))  # one pass at C speed: flat already, as clients mostly send it
+    if list not in types:
+        return data, types
     flat: list[Any] = []
     stack = [data]
     while stack:
@@ -122,11 +134,11 @@ def _flatten(data: Any, where: str) -> list[Any]:
             stack.extend(reversed(item))
         else:
             flat.append(item)
-    return flat
+    return flat, set(map(type, flat))
 
 
-def _tensor(tensor: Any, position: int) -> tuple[str, list[int], str, list[Any]]:
-    """Validate one input tensor's envelope; returns name, shape, datatype and flat data."""
+def _tensor(tensor: Any, position: int) -> Tensor:
+    """Validate one input tensor's envelope; its name, shape, datatype and flat data."""
     where = f"inputs[{position}]"
     if not isinstance(tensor, dict):
         raise ApiError(422, "invalid_tensor", f"{where}: expected an object with name, shape, datatype, data")
@@ -138,24 +150,24 @@ def _tensor(tensor: Any, position: int) -> tuple[str, list[int], str, list[Any]]
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': 'shape' must be a list of sizes", name)
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': unknown datatype {datatype!r}", name)
-    data = _flatten(tensor.get("data"), f"{where} '{name}'")
+    data, types = _flatten(tensor.get("data"), f"{where} '{name}'")
     if len(data) != math.prod(shape):
         raise ApiError(422, "invalid_tensor", f"{where} '{name}': shape {shape} needs {math.prod(shape)} values, "
                                               f"got {len(data)}", name)
-    return name, shape, datatype, data
+    return Tensor(name, shape, datatype, data, types)
 
 
-def _records(tensors: list[tuple[str, list[int], str, list[Any]]], features: list[Feature],
+def _records(tensors: list[Tensor], features: list[Feature],
              matrix: bool) -> list[dict[str, Any]]:
     """Validated input tensors as records keyed by feature name: one tensor per feature (of the feature's datatype
     family), or one [N, F] tensor (`matrix`, see _matrix) whose values are checked feature by feature."""
     if matrix:
         names = [feature.name for feature in features]
-        _, (rows, width), _, data = tensors[0]
+        (rows, width), data = tensors[0].shape, tensors[0].data
         return [dict(zip(names, data[r * width:(r + 1) * width], strict=True)) for r in range(rows)]
     expected = {feature.name: datatype(feature) for feature in features}
     columns: dict[str, list[Any]] = {}
-    for name, shape, sent, data in tensors:
+    for name, shape, sent, data, _ in tensors:
         if name in expected and not _compatible(sent, expected[name]):
             raise ApiError(422, "invalid_tensor", f"input '{name}': send it as {expected[name]}, not {sent}", name)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
@@ -171,11 +183,11 @@ def _records(tensors: list[tuple[str, list[int], str, list[Any]]], features: lis
     return [{name: values[row] for name, values in columns.items()} for row in range(lengths.pop())]
 
 
-def _matrix(tensors: list[tuple[str, list[int], str, list[Any]]], names: list[str]) -> bool:
+def _matrix(tensors: list[Tensor], names: list[str]) -> bool:
     """Whether the inputs are one [N, F] tensor in the card's feature order (422 if F is not the model's width)."""
-    if len(tensors) != 1 or len(tensors[0][1]) != 2 or tensors[0][0] in names:
+    if len(tensors) != 1 or len(tensors[0].shape) != 2 or tensors[0].name in names:
         return False
-    name, (_, width), _, _ = tensors[0]
+    name, (_, width) = tensors[0].name, tensors[0].shape
     if width != len(names):
         raise ApiError(422, "invalid_tensor", f"input '{name}' has {width} columns, the model takes "
                                               f"{len(names)}: {', '.join(names)}", name)
@@ -193,8 +205,8 @@ def rows_from_inputs(inputs: Any, features: list[Feature], max_rows: int, array_
     tensors = [_tensor(tensor, i) for i, tensor in enumerate(inputs)]
     matrix = _matrix(tensors, [feature.name for feature in features])
     if matrix and numeric_names(features) is not None:
-        (count, width), data = tensors[0][1], tensors[0][3]
-        plain = plain_rows(data, width, array_model) if 0 < count <= max_rows else None
+        (count, width), data = tensors[0].shape, tensors[0].data
+        plain = plain_rows(data, width, array_model, tensors[0].types) if 0 < count <= max_rows else None
         if plain is not None:
             return plain
     return parse_rows(_records(tensors, features, matrix), features, max_rows, array_model).values

@@ -78,17 +78,19 @@ def test_infer_one_matrix_tensor_flat_or_nested(client, service):
 @pytest.mark.parametrize("value", [0.25, 3, -0.0, 2**64 + 1, 5e-324, 1e308, 10**400, True, None, "1.5"],
                          ids=repr)
 def test_a_matrix_tensor_answers_as_one_tensor_per_feature(client, service, value):
-    """A matrix of numbers is read at once (inputs.plain_rows: a float64 array for an array model), one tensor
-    per feature value by value (/predict's checks): the answer, or the error, must be the same."""
+    """A matrix of numbers is read at once (inputs.plain_rows: a float64 array for an array model, with the types
+    its values were read with as they were flattened), one tensor per feature value by value (/predict's checks):
+    the answer, or the error, must be the same, whether the matrix is sent flat or a list per row."""
     records = records_for(service, 3)
     records[1] = {**records[1], service.bundle.feature_names[0]: value}
     features = service.bundle.feature_names
-    matrix = [{"name": "input-0", "shape": [3, len(features)], "datatype": "FP64",
-               "data": [record[f] for record in records for f in features]}]
+    rows = [[record[f] for f in features] for record in records]
+    flat, nested = ([{"name": "input-0", "shape": [3, len(features)], "datatype": "FP64", "data": data}]
+                    for data in ([value for row in rows for value in row], rows))
     answers = [client.post(model_path(service, "/infer"), json={"id": "x", "inputs": inputs})
-               for inputs in (matrix, per_feature(service, records))]
-    assert [a.status_code for a in answers][0] == answers[1].status_code, [a.get_json() for a in answers]
-    assert answers[0].get_json() == answers[1].get_json()
+               for inputs in (flat, nested, per_feature(service, records))]
+    assert len({a.status_code for a in answers}) == 1, [a.get_json() for a in answers]
+    assert answers[0].get_json() == answers[1].get_json() == answers[2].get_json()
 
 
 def test_requested_outputs_are_filtered(client, service):
