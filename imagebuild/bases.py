@@ -96,8 +96,8 @@ def check_same_python(*sections: dict[str, Any]) -> None:
 
 def named_by_lock(lock: dict[str, Any]) -> set[str]:
     """The builder and runtime bases `lock` names, for every platform it pins."""
-    return {_reference(kind, sections(lock, platform)[kind]) for platform in PLATFORMS.values()
-            for kind in ("builder", "runtime") if sections(lock, platform).get(kind)}
+    pinned = [sections(lock, platform) for platform in PLATFORMS.values()]
+    return {_reference(kind, section[kind]) for section in pinned for kind in ("builder", "runtime") if section.get(kind)}
 
 
 def remove_superseded(client: Any, in_use: set[str], named: set[str], record: Path = USED_BASES) -> None:
