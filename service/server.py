@@ -1,17 +1,18 @@
 """waitress with explicit limits, and a graceful stop on SIGTERM/SIGINT.
 
 On the signal: readiness turns false at once and every answer from then on carries `Connection: close` (a
-keep-alive client sends its next request on a new connection, elsewhere); new connections' handshakes stop
-(their SYNs are dropped, so they end refused, never reset), connections already queued in the listen backlog are
-adopted, then the listening socket closes; each connection is closed once it has nothing
-queued, running, partly received or unsent and has been quiet briefly (so a request already on its way is still
-read and answered); the process leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
+keep-alive client sends its next request on a new connection, elsewhere); new connections' SYNs are dropped (so
+they end refused, never reset), while handshakes already under way still complete and are adopted for
+HANDSHAKE_SECONDS, then the listening socket closes; each connection is closed once it has nothing queued,
+running, partly received or unsent and has been quiet briefly (so a request already on its way is still read
+and answered); the process leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -126,35 +127,56 @@ class _SockFprog(ctypes.Structure):
 
 
 SO_ATTACH_FILTER = 26  # Linux's (asm-generic/socket.h); Python's socket module does not name it
-_DROP_ALL = _SockFilter(0x06, 0, 0, 0)  # classic BPF: BPF_RET | BPF_K, 0 bytes kept: the packet is dropped
+# Classic BPF, run by the kernel on each TCP segment for the listener (and, inherited, its new connections), at the
+# TCP header: a SYN without ACK (a new connection) is dropped, everything else kept, so a handshake already under
+# way (its final ACK) and the data that follows still get through.
+_DROP_SYN = (
+    _SockFilter(0x30, 0, 0, 13),  # BPF_LD | BPF_B | BPF_ABS: the flags byte
+    _SockFilter(0x54, 0, 0, 0x12),  # BPF_ALU | BPF_AND | BPF_K: SYN and ACK only
+    _SockFilter(0x15, 0, 1, 0x02),  # BPF_JMP | BPF_JEQ | BPF_K: SYN alone? next : skip one
+    _SockFilter(0x06, 0, 0, 0),  # BPF_RET | BPF_K, 0 bytes kept: dropped
+    _SockFilter(0x06, 0, 0, 0xFFFFFFFF),  # BPF_RET | BPF_K: kept whole
+)
+# How long the listener still adopts connections after new SYNs are dropped: a handshake whose SYN was taken just
+# before completes within a round trip (microseconds here, a few milliseconds across a cluster), unless the
+# kernel's packet processing is delayed on a busy host. Closing the listener with a handshake still completing
+# reset that connection, its request unanswered (seen once in CI with the listener closed microseconds after
+# the filter). Past this, a client's SYN retry (a second after the first) finds the socket closed: refused.
+HANDSHAKE_SECONDS = 0.25
 
 
 def _refuse_new_connections(listener: socket.socket) -> None:
-    """Drop the SYNs of new connections from now on (a socket filter), keeping those the kernel already queued.
+    """Drop the SYNs of new connections from now on (a socket filter), keeping those the kernel already queued
+    and the handshakes under way.
 
-    Without it, a connection whose handshake completed between the last accept and the close was reset with its
-    request unanswered (the window is microseconds on a quiet machine, longer when the worker is preempted there,
-    as on a host busy building images). A dropped SYN is sent again after a second and then finds the socket
-    closed: the client sees a refused connection, which it (or its load balancer) can retry elsewhere. Where the
-    kernel has no socket filters (not Linux), the close is as before."""
+    A dropped SYN is sent again after a second and then finds the socket closed: the client sees a refused
+    connection, which it (or its load balancer) can retry elsewhere; never one reset with its request
+    unanswered. Where the kernel has no socket filters (not Linux), the close is as before."""
     if not sys.platform.startswith("linux"):
         return
-    program = _SockFprog(1, ctypes.pointer(_DROP_ALL))
+    program = (_SockFilter * len(_DROP_SYN))(*_DROP_SYN)
+    fprog = _SockFprog(len(_DROP_SYN), ctypes.cast(program, ctypes.POINTER(_SockFilter)))
     try:
-        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(program))
+        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
     except OSError as exc:
         log.debug("no socket filter on the listener (%s): new connections may be reset at the close", exc)
 
 
-def _stop_listening(server: Any) -> None:
-    """Refuse new connections, adopt the ones the kernel already queued, then close the listening socket."""
-    server.accepting = False
-    _refuse_new_connections(server.socket)
-    while True:
-        before = len(server._map)
+def _adopt_queued(server: Any) -> None:
+    """Adopt every connection the kernel has queued on the listener, up to the connection limit. Until the
+    listener is no longer readable, not until an accept comes back empty: waitress' accept also comes back empty
+    for a connection reset while it was queued, with others behind it."""
+    poller = select.poll()
+    poller.register(server.socket, select.POLLIN)
+    for _ in range(server.adj.connection_limit):
+        if not poller.poll(0) or len(server._map) >= server.adj.connection_limit:
+            return
         server.handle_accept()
-        if len(server._map) == before:
-            break
+
+
+def _close_listener(server: Any) -> None:
+    """Adopt what is queued, then close the listening socket."""
+    _adopt_queued(server)
     server.del_channel()
     server.socket.close()
 
@@ -206,11 +228,21 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     if share is not None:
         share.leave()
     draining(drain)
-    _stop_listening(server)
+    server.accepting, server.held_back = False, False  # the drain adopts below, from every worker, not held back
+    _refuse_new_connections(server.socket)
     draining_since = time.time()  # wall clock, like waitress's last_activity
-    while server.active_channels and time.monotonic() < deadline:
+    listening_until = time.monotonic() + HANDSHAKE_SECONDS
+    listening = True
+    while (listening or server.active_channels) and time.monotonic() < deadline:
+        if listening:
+            _adopt_queued(server)
+            if time.monotonic() >= listening_until:
+                _close_listener(server)
+                listening = False
         _close_finished(server, draining_since)
         server.asyncore.loop(timeout=0.05, use_poll=True, map=server._map, count=1)
+    if listening:  # the deadline came first (a DRAIN_SECONDS shorter than HANDSHAKE_SECONDS): counted as cut
+        _close_listener(server)
     cut = len(server.active_channels)  # what the deadline, not the clients, ended
     connections.set(0)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))

@@ -207,8 +207,9 @@ def test_sigterm_under_load_completes_every_request_in_flight(server):
     # Started before the signal: every one must succeed. Started after it: the listener is closing, so a new
     # connection may be refused, never reset or answered with an error. (A reset was allowed here until issue 29:
     # a worker still loading the model held the listening socket without accepting, and what the kernel queued
-    # meanwhile was reset when it ended; the supervisor now stops such workers first. What remains is the
-    # microseconds between the last worker's final accept and its close.)
+    # meanwhile was reset when it ended; the supervisor now stops such workers first. A reset was seen once more,
+    # in CI: a handshake under way when the listener closed, microseconds after the SYN filter; the listener now
+    # adopts connections for HANDSHAKE_SECONDS after it, and the filter lets a handshake's final ACK through.)
     failures = [r for r in accepted if r[0] < signalled and r[2] != "200"]
     late_errors = [r for r in results if r[0] >= signalled and r[2] not in ("200", "refused")]
     in_flight = [r for r in accepted if r[0] < signalled < r[1]]
@@ -264,6 +265,79 @@ def test_a_closing_listener_keeps_what_is_queued_and_completes_no_new_handshake(
     with socket.socket() as after, pytest.raises(ConnectionRefusedError):
         after.settimeout(2)
         after.connect(address)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters are Linux's")
+@pytest.mark.parametrize("flags, kept", [(0x02, False), (0x03, False), (0x12, True), (0x10, True), (0x18, True),
+                                         (0x11, True), (0x14, True)], ids=["SYN", "SYN FIN", "SYN ACK", "ACK",
+                                                                           "PSH ACK", "FIN ACK", "RST ACK"])
+def test_the_listeners_filter_drops_only_a_new_connections_syn(flags, kept):
+    """The drain's socket filter, run by this kernel: only a SYN without ACK is dropped, so the final ACK of a
+    handshake already under way, and the data after it, still reach the listener (a filter that dropped
+    everything left such a connection half open, to be reset at the close). A TCP filter reads the TCP header,
+    whose flags are its byte 13; attached to a UDP socket the same program reads the datagram from its 8-byte
+    header, so byte 5 of the payload stands for the flags."""
+    from service.server import _refuse_new_connections
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(0.2)
+        _refuse_new_connections(receiver)
+        sender.sendto(bytes(5) + bytes([flags]) + bytes(6), receiver.getsockname())
+        sender.sendto(bytes(5) + bytes([0x10]) + b"marker", receiver.getsockname())  # kept whatever came before
+        received = [receiver.recv(64)]
+        with contextlib.suppress(TimeoutError):
+            received.append(receiver.recv(64))
+    assert received[-1].endswith(b"marker")
+    assert (len(received) == 2) is kept, received
+
+
+def test_a_handshake_completed_during_the_drain_is_answered(monkeypatch):
+    """The server in this process, its socket filter left off, so that connections still complete their
+    handshake after SIGTERM, as one whose SYN the kernel took just before the filter does: each is adopted and
+    answered (with Connection: close) until HANDSHAKE_SECONDS after the signal, and only then is the listener
+    closed. Before, it closed at once, and such a connection was reset with its request unanswered."""
+    from service.app import create_app
+    from service import server as server_module
+    monkeypatch.setattr(server_module, "_refuse_new_connections", lambda listener: None)
+    app = create_app({"MODEL_DIR": str(ROOT / "models" / "diabetes"), "DRAIN_SECONDS": 5.0})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    address = listener.getsockname()
+    serving = threading.Event()
+    answers: list[tuple[float, int, str | None]] = []
+
+    def late_clients() -> None:
+        serving.wait(10)
+        signalled = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        while time.monotonic() - signalled < 0.2:  # within HANDSHAKE_SECONDS (0.25)
+            connection = http.client.HTTPConnection(*address, timeout=5)
+            try:
+                connection.request("GET", "/health/live")
+                response = connection.getresponse()
+                response.read()
+                answers.append((time.monotonic() - signalled, response.status, response.getheader("Connection")))
+            except OSError as error:
+                answers.append((time.monotonic() - signalled, 0, type(error).__name__))
+            finally:
+                connection.close()
+            time.sleep(0.02)
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    clients = threading.Thread(target=late_clients, daemon=True)
+    clients.start()
+    started = time.monotonic()
+    try:
+        server_module.serve(app, listener, serving=serving.set)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    clients.join(5)
+    assert server_module.HANDSHAKE_SECONDS >= 0.2 and len(answers) >= 3, answers
+    assert {(status, connection) for _, status, connection in answers} == {(200, "close")}, answers
+    assert listener.fileno() == -1 and time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("kind", ["CPU", "disk", "CPU and disk"])
