@@ -13,9 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = {"diabetes": ROOT / "models" / "diabetes", "iris": ROOT / "models" / "iris"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow container tests run last (the sort is stable: each group keeps its order)."""
-    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+    """The slow container tests run last, in their units of work (tests/container/lanes.py; the sort is stable:
+    each module keeps its order)."""
+    from .container.lanes import arrange
+    arrange(items)
 
 
 @pytest.fixture(scope="session", params=sorted(BUNDLES))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,11 +31,33 @@ def docker_client():
     return docker.from_env(timeout=600)
 
 
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of this run that every test process sees: with pytest-xdist, the parent of each worker's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Held by one test process at a time (an advisory lock on `lock`, released if the process dies)."""
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def default_image(tmp_path_factory) -> dict[str, Any]:
-    """Build with `scripts/build.py` itself (requirements check, bases, size gate included)."""
-    report_path = tmp_path_factory.mktemp("build") / "report.json"
-    assert cli.main(["--report", str(report_path)]) == 0, "scripts/build.py failed: see its stderr above"
+    """Build with `scripts/build.py` itself (requirements check, bases, size gate included), once per run: with
+    two test processes (tests/container/lanes.py), the first to need it builds and the other reads its report."""
+    folder = run_folder(tmp_path_factory) / "default-image"
+    folder.mkdir(exist_ok=True)
+    report_path = folder / "report.json"
+    with exclusive(folder / "lock"):
+        if not report_path.exists():
+            assert cli.main(["--report", str(report_path)]) == 0, "scripts/build.py failed: see its stderr above"
     return json.loads(report_path.read_text())
 
 

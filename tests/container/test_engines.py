@@ -3,7 +3,9 @@
 Desktop 4.34+ and of fresh Docker Engine 29 installs). On each: the README's build gives the suite's image id
 and serves the right answer; a bring-your-own DataFrame model builds and answers as model.predict; `--push`
 gives the same manifest digest as the suite's engine, pulled back by digest and run. First of all, on a fresh
-engine, a user who is not root and has no Debian tools on its PATH builds the image, bases included."""
+engine, a user who is not root and has no Debian tools on its PATH builds the image, bases included: the suite's
+image id and SBOM, from another builder (issue 15's clean build: the suite's engine is not cleaned, since the
+other lane of tests runs its images meanwhile)."""
 from __future__ import annotations
 
 import contextlib
@@ -123,21 +125,22 @@ def builder_user() -> str:
     return USER
 
 
-def test_a_user_without_root_or_debian_tools_builds_and_runs_the_image(builder_user, default_image, request):
+def test_a_user_without_root_or_debian_tools_builds_and_runs_the_image(builder_user, request):
     """The first build on Docker 26 (overlay2): the bases are assembled by this user's build, from the lock, in
-    Python and in containers."""
+    Python and in containers. The suite's image is asked for once this build is done: with two test processes,
+    this build runs while the other process builds it."""
     with started("overlay2") as engine:
         engine.client.containers.prune()  # a fresh engine, as in CI: nothing to reuse (this engine is the tests')
         engine.client.images.prune(filters={"dangling": False})
         assert not engine.client.images.list(all=True)
         folder = Path(tempfile.mkdtemp(prefix="sms-non-root-"))  # pytest's own folders are root's alone
         try:
-            run_as_builder(engine, builder_user, default_image, folder, request)
+            run_as_builder(engine, builder_user, folder, request)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_as_builder(engine: Engine, builder_user: str, default_image: dict[str, Any], folder: Path, request) -> None:
+def run_as_builder(engine: Engine, builder_user: str, folder: Path, request) -> None:
     copy = checkout_for(builder_user, folder)
     tools = folder / "bin"  # the user's PATH: git only (commit time and revision), no Debian tools
     tools.mkdir()
@@ -156,8 +159,19 @@ def run_as_builder(engine: Engine, builder_user: str, default_image: dict[str, A
     assert "assembling the linux/amd64 builder base" in result.stderr
     assert "assembling the linux/amd64 runtime base" in result.stderr
     report = json.loads((folder / "report.json").read_text())
+    default_image = request.getfixturevalue("default_image")
     assert report["id"] == default_image["id"], "another user, engine and checkout built another image"
+    assert Path(report["records"]["sbom"]).read_text() == Path(default_image["records"]["sbom"]).read_text()
+    builders = [_builder(Path(r["records"]["provenance"])) for r in (report, default_image)]
+    assert builders[0] != builders[1], "the fresh engine's build named the suite's builder"
     predicts(engine, report["image"], request)
+
+
+def _builder(provenance: Path) -> str:
+    """The digest of the builder image a build's provenance names."""
+    statement = json.loads(provenance.read_text())
+    return next(d["digest"]["sha256"] for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+                if d.get("name") == "builder")
 
 
 def test_the_default_build_gives_the_suites_image_id(engine, default_image, tmp_path_factory, request):

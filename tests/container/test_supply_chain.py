@@ -1,10 +1,9 @@
-"""Issue 15: the same commit gives the same image id and digest (a clean build against the suite's image); the
-SBOM validates and lists what the image installs (read inside the container); the provenance names the image the
-report prints; the debug twin has a shell and the image has none."""
+"""Issue 15: the SBOM validates and lists what the image installs (read inside the container); the provenance
+names the image the report prints; the debug twin has a shell and the image has none. (That one commit gives one
+image id, digest and SBOM from a clean engine is tests/container/test_engines.py's first test.)"""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,9 @@ import pytest
 
 from imagebuild import cli, sbom
 from imagebuild.docker_build import commit_time, source_state
-from imagebuild.platforms import AMD64
-from imagebuild.publish import publish
 from imagebuild.reproducible import source_date_epoch
 
-from .conftest import remove_build, remove_images_of
-
 pytestmark = pytest.mark.container
-MEASURED = Path(__file__).resolve().parents[2] / "reports" / "reproducible-builds.json"  # for notes
 # What the image holds, read inside it by its own Python (the runtime has no shell and a trimmed standard library:
 # only os, re and json).
 INVENTORY = r"""
@@ -126,49 +120,3 @@ def test_debug_twin_starts_a_shell_and_the_image_keeps_none(default_image, docke
     statement = json.loads(Path(report["records"]["provenance"]).read_text())
     assert {"name": "debug-twin", "uri": f"docker-image:{twin}", "digest": {"sha256": report["debug"]["id"][7:]}} \
         in statement["predicate"]["runDetails"]["byproducts"]
-
-
-def _clean_engine(client: Any, registry_host: str, reference: str) -> None:
-    """No trace of an earlier build of `reference`: its images, builder and cache, what was pulled back from the
-    registry, and the base images' tags (the bases are assembled again from the Debian lock, as on a new
-    machine; images built on them keep their layers)."""
-    remove_build(client, reference)
-    remove_images_of(client, registry_host)
-    for image in client.images.list(name="sklearn-model-service-base/*"):
-        for tag in image.tags:
-            client.images.remove(tag, force=True)
-
-
-def _builders(provenance: Path) -> dict[str, str]:
-    statement = json.loads(provenance.read_text())
-    return {d["name"]: d["digest"]["sha256"]
-            for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"] if "name" in d}
-
-
-def test_a_clean_build_gives_the_suites_image_id_and_digest(default_image, docker_client, registry, credentials,
-                                                            tmp_path, capsys):
-    """The suite's default image (in CI itself built from an empty engine), pushed as it is; then everything of
-    its build removed (image, builder, cache, the bases' tags: the bases are assembled again from the Debian
-    lock, as on a new machine) and the same tag built again and pushed: one image id, one manifest digest, one
-    SBOM, two builders. (The same tag: the image's labels name the reference it was built as.)"""
-    suites = publish(docker_client, [(AMD64, default_image["image"])], f"{registry.host}/suite", ["a"]).reference
-    _clean_engine(docker_client, registry.host, default_image["image"])
-    started = time.monotonic()
-    assert cli.main(["--report", str(tmp_path / "clean.json"), "--push", f"{registry.host}/clean"]) == 0
-    seconds = round(time.monotonic() - started, 1)
-    pinned = capsys.readouterr().out.strip()
-    clean = json.loads((tmp_path / "clean.json").read_text())
-    statement = json.loads(Path(clean["records"]["provenance"]).read_text())
-    assert statement["subject"][1] == {
-        "name": f"{registry.host}/clean", "digest": {"sha256": pinned.split("@sha256:")[1]},
-        "annotations": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
-    builders = _builders(Path(clean["records"]["provenance"])), _builders(Path(default_image["records"]["provenance"]))
-    MEASURED.parent.mkdir(exist_ok=True)
-    MEASURED.write_text(json.dumps({"clean build": {"id": clean["id"], "digest": pinned.split("@")[1],
-                                                    "seconds": seconds, **builders[0]},
-                                    "suite's image": {"id": default_image["id"], "digest": suites.split("@")[1],
-                                                      **builders[1]}}, indent=2))
-    assert builders[0]["builder"] != builders[1]["builder"], "the clean build reused the suite's builder"
-    assert clean["id"] == default_image["id"]
-    assert pinned.split("@")[1] == suites.split("@")[1]
-    assert Path(clean["records"]["sbom"]).read_text() == Path(default_image["records"]["sbom"]).read_text()
