@@ -4,8 +4,11 @@ Each module is one unit of work, so that what it starts for all its tests (a con
 is started once and its tests keep their order. The modules in SHARED_BUILDS are one unit together: they use
 session builds that are removed when their process ends (the `--prune` image, the bring-your-own builds) or build
 and remove the same debug twin. The default image is built once for both processes (conftest.py's
-`default_image`). Units start longest first (LONGEST_FIRST, from the durations in docs/testing.md), so that
-neither process is left with a long one at the end; a module not listed starts after those that are.
+`default_image`). Units start longest first (LONGEST_FIRST, from the durations in docs/testing.md; pyproject.toml
+keeps pytest-xdist from reordering them by their number of tests), so that neither process is left with a long
+one at the end; a module not listed starts after those that are. The first two units are the shared builds, whose
+first test builds the default image, and test_engines, whose first build (on Docker 26) does not need it: the
+other process does not wait for it.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import pytest
 SHARED_BUILDS = ("test_image", "test_image_fuzz", "test_docs_browser", "test_clients", "test_supply_chain",
                  "test_byo", "test_publish")
 SHARED = "shared builds"
-LONGEST_FIRST = (SHARED, "test_engines", "test_arm64", "test_action", "test_bench_end_to_end",
-                 "test_byo_round_two", "test_grpc_image", "test_byo_versions", "test_platforms", "test_kubernetes",
-                 "test_soak", "test_slow_clients", "test_hostile_image", "test_sdist_build")
+LONGEST_FIRST = (SHARED, "test_engines", "test_arm64", "test_bench_end_to_end", "test_byo_round_two", "test_action",
+                 "test_grpc_image", "test_byo_versions", "test_hostile_image", "test_platforms", "test_kubernetes",
+                 "test_soak", "test_slow_clients", "test_sdist_build")
 
 
 def unit(item: pytest.Item) -> str:
