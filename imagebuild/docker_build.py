@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -176,11 +177,35 @@ def untag(client: Any, references: list[str]) -> None:
             client.images.remove(name)
 
 
-def prune_superseded(client: Any, reference: str) -> int:
+PRUNE_WAIT_SECONDS = 60.0  # how long a build waits for another build's prune on the same engine
+
+
+def prune_superseded(client: Any, reference: str, wait: float = PRUNE_WAIT_SECONDS,
+                     pause: Callable[[float], None] = time.sleep) -> int:
     """Remove the untagged images earlier builds of `reference` left (their builder, `app` stage, runtime);
     returns the bytes reclaimed. Images of other references, tagged or not, are not touched."""
-    pruned = client.images.prune(filters={"dangling": True, "label": f"{BUILD_LABEL}={reference}"})
-    return int(pruned.get("SpaceReclaimed") or 0)
+    return prune_dangling(client, f"{BUILD_LABEL}={reference}", f"the superseded images of {reference}", wait, pause)
+
+
+def prune_dangling(client: Any, label: str, what: str, wait: float = PRUNE_WAIT_SECONDS,
+                   pause: Callable[[float], None] = time.sleep) -> int:
+    """Remove the untagged images carrying `label` (`name=value`); the bytes reclaimed.
+
+    The engine runs one prune at a time and answers 409 ("a prune operation is already running") to another
+    meanwhile, as when two builds on one engine finish at once: retried for up to `wait` seconds, then `what` is
+    left to the next build, with a line saying so (only disk is lost)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pruned = client.images.prune(filters={"dangling": True, "label": label})
+            return int(pruned.get("SpaceReclaimed") or 0)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            if time.monotonic() >= deadline:
+                say(f"prune: another prune kept the engine busy for {wait:.0f} s; {what} are left to the next build")
+                return 0
+        pause(0.5)
 
 
 def derive_arguments(source: ModelSource) -> str:

@@ -531,3 +531,43 @@ def test_standard_library_bytecode_leaves_out_what_the_base_leaves_out(tmp_path:
 def test_runtime_trim_list(name, left_out):
     rules = _build_script("runtime_trim")
     assert rules.trimmed(name, rules.patterns()) is left_out
+
+
+class _PruneBusy:
+    """The docker SDK's images collection, answering `busy` prunes with the engine's 409 before one succeeds."""
+
+    def __init__(self, busy: int, status: int = 409):
+        self.busy, self.status, self.calls = busy, status, 0
+
+    def prune(self, filters):
+        import docker.errors
+        import requests
+        self.calls += 1
+        if self.calls <= self.busy:
+            response = requests.Response()
+            response.status_code = self.status
+            raise docker.errors.APIError("prune", response, "a prune operation is already running")
+        return {"SpaceReclaimed": 5}
+
+
+@pytest.mark.parametrize("busy, wait, reclaimed, calls", [(2, 60.0, 5, 3), (10**6, 0.0, 0, 1)],
+                         ids=["waits for the other prune", "leaves it to the next build"])
+def test_a_prune_already_running_on_the_engine_is_waited_for_then_left(busy, wait, reclaimed, calls, capsys):
+    """Two builds finishing at once on one engine: Docker answers the second prune 409 (seen when the container
+    tests first ran on two processes); the build waits for it, and gives up on pruning, not on the build, after
+    `wait` seconds."""
+    from types import SimpleNamespace
+    from imagebuild import docker_build
+    images = _PruneBusy(busy)
+    pauses: list[float] = []
+    assert docker_build.prune_superseded(SimpleNamespace(images=images), "x:1", wait, pauses.append) == reclaimed
+    assert images.calls == calls and len(pauses) == calls - 1
+    assert ("x:1 are left to the next build" in capsys.readouterr().err) is (reclaimed == 0)
+
+
+def test_a_prune_that_fails_otherwise_still_fails():
+    import docker.errors
+    from types import SimpleNamespace
+    from imagebuild import docker_build
+    with pytest.raises(docker.errors.APIError):
+        docker_build.prune_superseded(SimpleNamespace(images=_PruneBusy(1, 500)), "x:1", 60.0, lambda _: None)

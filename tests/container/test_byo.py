@@ -100,7 +100,7 @@ def test_pruning_touches_only_the_reference_being_built(docker_client, image):
         for image_id in made.values():
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(image_id, force=True)
-        docker_client.images.prune(filters={"dangling": True, "label": TEST_LABEL})  # the builds' own steps
+        docker_build.prune_dangling(docker_client, TEST_LABEL, "this test's steps")  # the builds' own steps
 
 
 TEST_LABEL = "sklearn-model-service.test=prune"
