@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from imagebuild import cli, gate
-from imagebuild.http_calls import free_port
+from imagebuild.http_calls import free_port, wait_until
 
 from ..venvs import run
-from .conftest import remove_build, run_container
+from .conftest import READY_TIMEOUT, remove_build, run_container
 from .test_clients import ROWS, clients, local  # the clients' venv and the default bundle
 
 pytestmark = pytest.mark.container
@@ -71,13 +71,22 @@ def grpc_image(tmp_path_factory, docker_client, default_image) -> Iterator[dict[
     remove_build(docker_client, report["image"])
 
 
+def grpc_listeners(running: Any) -> set[int]:
+    """The pids of the workers that have logged serving gRPC."""
+    lines = [json.loads(line) for line in running.container.logs().decode().splitlines() if line.startswith("{")]
+    return {line["pid"] for line in lines if line["message"].startswith("gRPC on")}
+
+
 @pytest.fixture(scope="module")
 def grpc_served(request, docker_client, grpc_image) -> Iterator[Any]:
-    """Two workers sharing the gRPC port, as on a 2-CPU node."""
+    """Two workers sharing the gRPC port, as on a 2-CPU node; both listening (the container is ready once the
+    first is, and the second loads the model after it: on a busy machine, seconds later)."""
     port = free_port()
     with run_container(docker_client, grpc_image["image"], request,
                        {"SERVICE_GRPC_PORT": str(port), "SERVICE_WORKERS": "2"}) as running:
         running.grpc = f"127.0.0.1:{port}"
+        assert wait_until(lambda: len(grpc_listeners(running)) == 2, READY_TIMEOUT) is not None, \
+            running.container.logs().decode()[-3000:]
         yield running
 
 
@@ -141,7 +150,7 @@ def test_every_worker_answers_grpc(clients, grpc_served, local):
     REST still answers."""
     run(clients, CONNECTIONS, grpc_served.grpc, local.card["name"], "24")
     lines = [json.loads(line) for line in grpc_served.container.logs().decode().splitlines() if line.startswith("{")]
-    listening = {line["pid"] for line in lines if line["message"].startswith("gRPC on")}
+    listening = grpc_listeners(grpc_served)
     answering = {line["pid"] for line in lines if line.get("path", "").endswith("/ModelInfer")}
     assert len(listening) == 2 and answering == listening, (listening, answering)
     assert grpc_served.call("POST", "/predict", dict(zip(local.feature_names, ROWS[0], strict=True)))[0] == 200
