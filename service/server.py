@@ -234,11 +234,11 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     listening_until = time.monotonic() + HANDSHAKE_SECONDS
     listening = True
     while (listening or server.active_channels) and time.monotonic() < deadline:
-        if listening:
+        if listening and time.monotonic() < listening_until:
             _adopt_queued(server)
-            if time.monotonic() >= listening_until:
-                _close_listener(server)
-                listening = False
+        elif listening:
+            _close_listener(server)  # it adopts what is queued first
+            listening = False
         _close_finished(server, draining_since)
         server.asyncore.loop(timeout=0.05, use_poll=True, map=server._map, count=1)
     if listening:  # the deadline came first (a DRAIN_SECONDS shorter than HANDSHAKE_SECONDS): counted as cut

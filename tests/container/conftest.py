@@ -96,6 +96,11 @@ class Running:
         return status, response_headers, json.loads(payload) if payload else None
 
 
+def log_entries(container: Any) -> list[dict[str, Any]]:
+    """A container's JSON log lines, parsed (the lines before logging is set up are plain text)."""
+    return [json.loads(line) for line in container.logs().decode().splitlines() if line.startswith("{")]
+
+
 def wait_ready(running: Running, timeout: float = READY_TIMEOUT) -> float:
     """Seconds until /health/ready answers 200; fails with the container's logs after `timeout`."""
     def alive() -> bool:

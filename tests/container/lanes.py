@@ -37,8 +37,9 @@ def rank(item: pytest.Item) -> int:
 def arrange(items: list[pytest.Item]) -> None:
     """Mark each container test with its unit (xdist_group) and order them longest unit first (in place: pytest's
     hook gives the list to rearrange)."""
+    places = {}
     for item in items:
         if item.get_closest_marker("container") is not None:
             item.add_marker(pytest.mark.xdist_group(unit(item)))
-    items.sort(key=lambda item: (item.get_closest_marker("container") is not None,
-                                 rank(item) if item.get_closest_marker("container") is not None else 0))
+            places[item.nodeid] = 1 + rank(item)
+    items.sort(key=lambda item: places.get(item.nodeid, 0))

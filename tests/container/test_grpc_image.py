@@ -16,7 +16,7 @@ from imagebuild import cli, gate
 from imagebuild.http_calls import free_port, wait_until
 
 from ..venvs import run
-from .conftest import READY_TIMEOUT, remove_build, run_container
+from .conftest import READY_TIMEOUT, log_entries, remove_build, run_container
 from .test_clients import ROWS, clients, local  # the clients' venv and the default bundle
 
 pytestmark = pytest.mark.container
@@ -73,8 +73,7 @@ def grpc_image(tmp_path_factory, docker_client, default_image) -> Iterator[dict[
 
 def grpc_listeners(running: Any) -> set[int]:
     """The pids of the workers that have logged serving gRPC."""
-    lines = [json.loads(line) for line in running.container.logs().decode().splitlines() if line.startswith("{")]
-    return {line["pid"] for line in lines if line["message"].startswith("gRPC on")}
+    return {line["pid"] for line in log_entries(running.container) if line["message"].startswith("gRPC on")}
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +148,8 @@ def test_every_worker_answers_grpc(clients, grpc_served, local):
     """Both workers listen (SO_REUSEPORT); 24 calls on new connections reach both (all on one: 2 in 2**24), and
     REST still answers."""
     run(clients, CONNECTIONS, grpc_served.grpc, local.card["name"], "24")
-    lines = [json.loads(line) for line in grpc_served.container.logs().decode().splitlines() if line.startswith("{")]
     listening = grpc_listeners(grpc_served)
-    answering = {line["pid"] for line in lines if line.get("path", "").endswith("/ModelInfer")}
+    answering = {line["pid"] for line in log_entries(grpc_served.container) if line.get("path", "").endswith("/ModelInfer")}
     assert len(listening) == 2 and answering == listening, (listening, answering)
     assert grpc_served.call("POST", "/predict", dict(zip(local.feature_names, ROWS[0], strict=True)))[0] == 200
 

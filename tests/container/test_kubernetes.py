@@ -17,7 +17,7 @@ from imagebuild.http_calls import call, free_port
 from imagebuild.manifests import DEPLOY, render
 
 from .. import venvs
-from .conftest import Running, wait_ready
+from .conftest import Running, log_entries, wait_ready
 
 pytestmark = pytest.mark.container
 
@@ -93,8 +93,6 @@ def mebibytes(quantity: str) -> int:
     return int(quantity[:-2]) * 1024 * 1024
 
 
-def log_entries(container) -> list[dict]:
-    return [json.loads(line) for line in container.logs().decode().splitlines() if line.startswith("{")]
 
 
 def probe_answers(url: str, probe: dict) -> int:
