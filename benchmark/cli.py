@@ -45,7 +45,7 @@ RECORD = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101, "s1": 157, "s2": 93.2, "s
 HOUSE = {"city": "paris", "area": 72.5, "rooms": 3, "garden": False}
 BYO_TAG = "byo-bench-houses:latest"
 BYO_BUDGET_MB = "300"  # its own image: pandas and a forest; the default budget is the default model's
-WARM_UP_SECONDS = 2
+WARM_UP_SECONDS = 2  # each route's warm-up load before the rounds; no longer than one run (--seconds)
 # After the first prediction a server may still be starting workers (this image's first worker serves while the
 # others load); wrk's keep-alive connections opened before they are up would all stay on the first one.
 SETTLE_SECONDS = 3
@@ -263,7 +263,7 @@ def bench(args: argparse.Namespace, subject: Subject, default: bool) -> tuple[li
         for server in servers:
             for route in server.routes:
                 checks.append(check(server, route, subject))
-                load.run(server.url + route.path, route.body, 8, WARM_UP_SECONDS)
+                load.run(server.url + route.path, route.body, 8, min(WARM_UP_SECONDS, args.seconds))
                 levels = tuple(args.concurrency) if route.rows == 1 else (FOCUS,)
                 targets.append(rounds.Target(server, route, levels))
         samples = rounds.interleave(targets, args.rounds, args.seconds, say)

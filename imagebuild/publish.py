@@ -94,11 +94,15 @@ def check_access(client: Any, repository: str) -> None:
 
 def verify(client: Any, pinned: str, platform: Platform, emulated: bool) -> None:
     """Run the pulled image as production would (on `platform`: under emulation when the engine runs another)
-    and check that an example predicts as the image says."""
+    and check that an example predicts as the image says. Under emulation with one worker: the check needs one
+    answer, and each worker's start costs there about 50 s of CPU (scikit-learn's import under qemu, measured:
+    docs/platforms.md), which the other workers would spend after the first was ready."""
     port = free_port()
+    workers = {"SERVICE_WORKERS": "1"} if emulated else {}
     container = client.containers.run(
         pinned, detach=True, network_mode="host", read_only=True, cap_drop=["ALL"], platform=platform.name,
-        security_opt=["no-new-privileges"], environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port)})
+        security_opt=["no-new-privileges"],
+        environment={"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(port), **workers})
     base = f"http://127.0.0.1:{port}"
 
     def running() -> bool:

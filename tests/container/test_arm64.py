@@ -29,6 +29,10 @@ pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
 EMULATED_READY = 600.0  # seconds: scikit-learn's import and the warm-up under qemu (measured: docs/platforms.md)
 RANDOM_ROWS = 300
+# How an arm64 image runs here: under qemu, with one worker. Each worker's start costs about 50 s of CPU there
+# (docs/platforms.md), and these tests compare answers, which one worker gives; the default image's workers are
+# tested natively.
+EMULATED = {"platform": "linux/arm64", "ready_timeout": EMULATED_READY, "environment": {"SERVICE_WORKERS": "1"}}
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +109,7 @@ def test_the_arm64_image_answers_as_the_amd64_image_bit_for_bit(multi, docker_cl
                                            read_only=True, cap_drop=["ALL"], network_disabled=True)
     assert machine.decode().strip() == "aarch64"  # emulated, not the amd64 image under another name
     with run_container(docker_client, amd64["image"], request) as native, \
-            run_container(docker_client, arm64["image"], request, ready_timeout=EMULATED_READY,
-                          platform="linux/arm64") as emulated:
+            run_container(docker_client, arm64["image"], request, **EMULATED) as emulated:
         _, _, examples = native.call("GET", "/example")
         requests = [example["request"] for example in examples["examples"]]
         _, _, card = native.call("GET", "/metadata")
@@ -136,8 +139,7 @@ def test_a_dataframe_model_answers_on_arm64_as_on_amd64_and_as_model_predict(emu
                          "--report", str(tmp_path / "report.json")]) == 0
         raw = item.rows.to_json(orient="records").encode()
         answers = []
-        for image, options in ((reference, {}), (f"{reference}-arm64", {"platform": "linux/arm64",
-                                                                       "ready_timeout": EMULATED_READY})):
+        for image, options in ((reference, {}), (f"{reference}-arm64", EMULATED)):
             with run_container(docker_client, image, request, **options) as running:
                 status, _, body = call("POST", running.url + "/predict", raw, {"Content-Type": "application/json"})
                 assert status == 200, body
