@@ -115,8 +115,8 @@ def parse(argv: list[str] | None) -> Options:
                              ".cdx.json, .provenance.json); default: dist/<image>.report.json and so on")
     parser.add_argument("--clean", action="store_true",
                         help="remove this build's builder image (REPOSITORY-builder:TAG, about 0.9 GB) and build "
-                             "cache (REPOSITORY-cache:TAG) afterwards, kept otherwise so that the next build of "
-                             "this tag reuses their layers")
+                             "cache (REPOSITORY-cache:TAG and :TAG-app) afterwards, kept otherwise so that the next "
+                             "build of this tag reuses their layers")
     parser.add_argument("--debug", action="store_true",
                         help="also build a debug twin, <tag>-debug, with a busybox shell at /busybox (pushed only "
                              "with --push)")
@@ -284,11 +284,15 @@ def build_native(client: Any, options: Options, target: Target, source: ModelSou
     say(f"building {reference} on {runtime}")
     pruning = {"PRUNE": "1", "VENV_FROM": "/staging/pruned/venv", "STDLIB_FROM": "/staging/pruned/stdlib"} \
         if options.prune else {}
-    docker_build.build(client, docker_build.runtime_context(source, sbom_text), "Dockerfile.runtime", as_built,
-                       {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
-                        "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
-                        "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if options.grpc else "0",
-                        **pruning}, labels, platform)
+    context = docker_build.runtime_context(source, sbom_text)
+    arguments = {"BUILDER_IMAGE": builder_tag, "RUNTIME_BASE": runtime, "VERSION": version,
+                 "DERIVE_ARGS": docker_build.derive_arguments(source), "REVISION": docker_build.revision(),
+                 "CREATED": epoch.iso(), "SOURCE": SOURCE_URL, "GRPC_PORT": "8081" if options.grpc else "0", **pruning}
+    # The app stage first, under its own tag, so that it outlives this build's pruning: the next build of the same
+    # model and code reuses it (the card's derivation, the compiling) and, with it, every later step.
+    docker_build.build(client, context, "Dockerfile.runtime", docker_build.stage_reference(reference), arguments,
+                       labels, platform, target="app")
+    docker_build.build(client, context, "Dockerfile.runtime", as_built, arguments, labels, platform)
     say(f"normalizing {reference}: files' times at 0, the config's at {reproducible.VARIABLE}={epoch.seconds} "
         f"({epoch.iso()}, {reproducible.ORIGIN[epoch.source]})")
     reproducible.reproduce(client, as_built, reference, runtime, epoch, report.remember)
@@ -524,7 +528,8 @@ def build(options: Options) -> list[dict[str, Any]]:
     plan = prepare(client, options, source, started)
     kept = [name for target in plan.targets for name in (
         docker_build.builder_reference(target.reference), docker_build.cross_reference(target.reference),
-        docker_build.cache_reference(target.reference), docker_build.cache_reference(twin_of(target.reference)))]
+        docker_build.cache_reference(target.reference), docker_build.stage_reference(target.reference),
+        docker_build.cache_reference(twin_of(target.reference)))]
     with contextlib.ExitStack() as stack:
         for name in {plan.native.reference, *(target.reference for target in plan.targets)}:
             stack.enter_context(docker_build.leaving_nothing(client, name, remove=kept if options.clean else []))

@@ -154,6 +154,14 @@ def cache_reference(reference: str) -> str:
     return f"{repository}-cache:{tag}"
 
 
+def stage_reference(reference: str) -> str:
+    """The tag of Dockerfile.runtime's `app` stage for `reference` (the card derived, the code compiled):
+    REPOSITORY-cache:TAG-app. Untagged, it went with the superseded images at the end of every build, so the next
+    build of the same model derived its card again."""
+    repository, tag = split_reference(reference)
+    return f"{repository}-cache:{tag}-app"
+
+
 @contextlib.contextmanager
 def leaving_nothing(client: Any, reference: str, remove: list[str]) -> Iterator[None]:
     """A build of `reference`: on failure, the untagged images its steps made are removed (a failed step leaves
@@ -216,9 +224,9 @@ def derive_arguments(source: ModelSource) -> str:
 
 
 def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs: dict[str, str],
-          labels: dict[str, str], platform: Platform) -> str:
-    """Build one Dockerfile for `platform` with no network for RUN steps (under emulation when the engine runs
-    another platform); returns the image id, streams progress to stderr.
+          labels: dict[str, str], platform: Platform, target: str | None = None) -> str:
+    """Build one Dockerfile (up to its stage `target`, if given) for `platform` with no network for RUN steps
+    (under emulation when the engine runs another platform); returns the image id, streams progress to stderr.
 
     Lines a step prints as `error: ...` (the card derivation's) become the BuildError's lines; `card:`, `trim:`
     and `prune:` lines are progress."""
@@ -228,7 +236,7 @@ def build(client: Any, buffer: io.BytesIO, dockerfile: str, tag: str, buildargs:
     errors: list[str] = []
     for chunk in client.api.build(fileobj=buffer, custom_context=True, dockerfile=dockerfile, tag=tag,
                                   buildargs=buildargs, labels=labels, rm=True, forcerm=True, network_mode="none",
-                                  platform=platform.name, decode=True):
+                                  platform=platform.name, target=target, decode=True):
         if "error" in chunk:
             if errors:
                 raise BuildError("\n".join(errors))

@@ -404,6 +404,15 @@ def test_each_image_gets_its_own_builder(reference, builder):
     assert builder_reference(reference) == builder
 
 
+@pytest.mark.parametrize("reference,stage", [
+    ("sklearn-model-service:0.1.0", "sklearn-model-service-cache:0.1.0-app"),
+    ("registry.example.internal:5000/ml/churn", "registry.example.internal:5000/ml/churn-cache:latest-app"),
+])
+def test_each_image_keeps_its_app_stage_under_its_own_tag(reference, stage):
+    from imagebuild.docker_build import stage_reference
+    assert stage_reference(reference) == stage
+
+
 @pytest.mark.parametrize("arguments,message", [
     (["--latest"], "--latest only applies with --push"),
     (["--manifests", "out"], "--manifests only applies with --push (the manifests name the pushed digest)"),

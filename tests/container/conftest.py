@@ -200,7 +200,8 @@ def remove_build(client: Any, reference: str) -> None:
     import docker.errors
     twin = debug_twin.reference(reference)
     for name in (twin, docker_build.cache_reference(twin), reference, docker_build.builder_reference(reference),
-                 docker_build.cross_reference(reference), docker_build.cache_reference(reference)):
+                 docker_build.cross_reference(reference), docker_build.cache_reference(reference),
+                 docker_build.stage_reference(reference)):
         try:
             client.images.remove(name)
         except docker.errors.ImageNotFound:

@@ -86,6 +86,19 @@ def test_builds_keep_to_their_own_images(byo, image, docker_client):
     assert docker_client.images.get(docker_build.builder_reference(image["image"]))
 
 
+def test_a_rebuild_of_the_same_model_starts_from_its_app_stage(byo, docker_client, tmp_path):
+    """The app stage (the card derived, the code compiled) outlives the build's pruning under its own tag: a
+    rebuild of the same model runs none of its steps again, and gives the same image."""
+    first = byo("linear")
+    model, sample = byo.files("linear")
+    stage = docker_client.images.get(docker_build.stage_reference(first["image"])).id
+    assert cli.main(["--model", str(model), "--sample", str(sample), "--tag", first["image"], "--size-budget",
+                     BUDGET_MB, "--report", str(tmp_path / "again.json")]) == 0
+    # made again, its steps would have given other ids (their containers' times)
+    assert docker_client.images.get(docker_build.stage_reference(first["image"])).id == stage
+    assert json.loads((tmp_path / "again.json").read_text())["id"] == first["id"]
+
+
 def test_pruning_touches_only_the_reference_being_built(docker_client, image):
     """Two references each leave an untagged image behind; pruning one leaves the other's."""
     base = image["bases"]["runtime"]
