@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -22,6 +21,8 @@ import pytest
 from imagebuild import cli, debug_twin, docker_build
 from imagebuild.http_calls import call, free_port, ready, wait_until
 
+from ..locks import exclusive
+
 READY_TIMEOUT = 60.0  # a model that imports pandas starts in about 3 s; far longer on a machine busy building images
 
 
@@ -35,17 +36,6 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of this run that every test process sees: with pytest-xdist, the parent of each worker's."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path) -> Iterator[None]:
-    """Held by one test process at a time (an advisory lock on `lock`, released if the process dies)."""
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

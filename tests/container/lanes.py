@@ -17,8 +17,8 @@ import pytest
 SHARED_BUILDS = ("test_image", "test_image_fuzz", "test_docs_browser", "test_clients", "test_supply_chain",
                  "test_byo", "test_publish")
 SHARED = "shared builds"
-LONGEST_FIRST = (SHARED, "test_engines", "test_arm64", "test_bench_end_to_end", "test_byo_round_two", "test_action",
-                 "test_grpc_image", "test_byo_versions", "test_hostile_image", "test_platforms", "test_kubernetes",
+LONGEST_FIRST = (SHARED, "test_engines", "test_arm64", "test_byo_round_two", "test_bench_end_to_end", "test_action",
+                 "test_byo_versions", "test_grpc_image", "test_kubernetes", "test_hostile_image", "test_platforms",
                  "test_soak", "test_slow_clients", "test_sdist_build")
 
 
