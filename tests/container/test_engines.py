@@ -1,15 +1,11 @@
 """The build where users have Docker (issue 22): Debian 13's Docker 26 beside the suite's engine
-(scripts/debian13-engine.sh), with the containerd image store (the default of Docker Desktop 4.34+ and of fresh
-Docker Engine 29 installs) and with the overlay2 one. On each: the README's build gives the suite's image id
+(scripts/debian13-engine.sh), with the overlay2 image store and with the containerd one (the default of Docker
+Desktop 4.34+ and of fresh Docker Engine 29 installs). On each: the README's build gives the suite's image id
 and serves the right answer; a bring-your-own DataFrame model builds and answers as model.predict; `--push`
 gives the same manifest digest as the suite's engine, pulled back by digest and run. First of all, on a fresh
-engine with the containerd store, a user who is not root and has no Debian tools on its PATH builds the image,
-bases included: the suite's image id and SBOM, from another builder (issue 15's clean build: the suite's engine
-is not cleaned, since the other lane of tests runs its images meanwhile).
-
-The bases are assembled on the suite's Docker 20.10 (overlay2) and, by that user, on the containerd store;
-the overlay2 store of Docker 26 is given the suite's by `docker save` and `docker load` (`with_bases`), since
-assembling them a third time, on the same kind of store as the suite's, proved nothing more for 2 minutes."""
+engine, a user who is not root and has no Debian tools on its PATH builds the image, bases included: the suite's
+image id and SBOM, from another builder (issue 15's clean build: the suite's engine is not cleaned, since the
+other lane of tests runs its images meanwhile)."""
 from __future__ import annotations
 
 import contextlib
@@ -63,26 +59,13 @@ def started(store: str) -> Iterator[Engine]:
         subprocess.run(["bash", "scripts/debian13-engine.sh", "stop", store], cwd=ROOT, timeout=120)
 
 
-@pytest.fixture(scope="module", params=["containerd", "overlay2"])
-def engine(request, docker_client, default_image) -> Iterator[Engine]:
-    """The engine with this store, with the suite's bases; afterwards its images are deleted (about 3 GB a store),
-    so the rest of the suite keeps the disk: each store's tests are its last user in the suite."""
+@pytest.fixture(scope="module", params=["overlay2", "containerd"])
+def engine(request) -> Iterator[Engine]:
+    """The engine with this store; afterwards its images are deleted (about 3 GB a store), so the rest of the
+    suite keeps the disk: each store's tests are its last user in the suite."""
     with started(request.param) as running:
-        with_bases(running, docker_client, default_image["bases"])
         yield running
     subprocess.run(["bash", "scripts/debian13-engine.sh", "wipe", request.param], cwd=ROOT, timeout=120)
-
-
-def with_bases(engine: Engine, suites: Any, bases: dict[str, str]) -> None:
-    """Load into `engine` the suite's builder and runtime bases it lacks (the containerd store has them from the
-    non-root user's build, which assembled them; the overlay2 store gets them here)."""
-    for reference in (bases["builder"], bases["runtime"]):
-        try:
-            engine.client.images.get(reference)
-        except docker.errors.ImageNotFound:
-            engine.client.images.load(suites.images.get(reference).save(named=reference))
-            loaded, saved = (client.images.get(reference).attrs["RootFS"] for client in (engine.client, suites))
-            assert loaded["Layers"] == saved["Layers"]
 
 
 @contextlib.contextmanager
@@ -143,10 +126,10 @@ def builder_user() -> str:
 
 
 def test_a_user_without_root_or_debian_tools_builds_and_runs_the_image(builder_user, request):
-    """The first build on Docker 26 (the containerd store): the bases are assembled by this user's build, from
-    the lock, in Python and in containers. The suite's image is asked for once this build is done: with two test
-    processes, this build runs while the other process builds it."""
-    with started("containerd") as engine:
+    """The first build on Docker 26 (overlay2): the bases are assembled by this user's build, from the lock, in
+    Python and in containers. The suite's image is asked for once this build is done: with two test processes,
+    this build runs while the other process builds it."""
+    with started("overlay2") as engine:
         engine.client.containers.prune()  # a fresh engine, as in CI: nothing to reuse (this engine is the tests')
         engine.client.images.prune(filters={"dangling": False})
         assert not engine.client.images.list(all=True)
