@@ -15,9 +15,9 @@ FOLDER = ROOT / ".cache" / "test-venvs"
 
 def venv(name: str, requirements: list[str]) -> Path:
     """The Python of a venv holding `requirements`; made once, again when the requirements change. Two test
-    processes asking for the same one (test_action and test_byo_round_two share theirs) take turns: the second
-    finds it made. pip compiles nothing (`--no-compile`: it halved pip's CPU time for the round-two venv, 17.9 s
-    against 9.0 s, measured), Python compiles what is imported."""
+    processes asking for the same one take turns: the second finds it made. pip compiles nothing
+    (`--no-compile`: it halved pip's CPU time for the round-two venv, 17.9 s against 9.0 s, measured); Python
+    compiles what is imported."""
     folder = FOLDER / name
     python = folder / "bin" / "python"
     stamp = hashlib.sha256("\n".join(requirements).encode()).hexdigest()
