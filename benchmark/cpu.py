@@ -66,17 +66,20 @@ def group_of(pid: int, where: Hierarchy, proc_cgroup: str | None = None) -> Path
 
 
 class Meter:
-    """Seconds of CPU spent so far by one cgroup; `read()` is None where it cannot be read."""
+    """Seconds of CPU spent so far by one cgroup; `read()` is None where it cannot be read, and `failure` then says
+    why, if a read was tried."""
 
     def __init__(self, where: Hierarchy | None, group: Path | None, owned: bool = False):
         self.where, self.group, self.owned = where, group, owned
+        self.failure: str | None = None
 
     def read(self) -> float | None:
         if self.where is None or self.group is None:
             return None
         try:
             return self.where.usage_seconds(self.group)
-        except (OSError, AttributeError, ValueError):
+        except (OSError, AttributeError, ValueError) as error:
+            self.failure = f"{self.group}: {type(error).__name__}: {error}"
             return None
 
     def close(self) -> None:

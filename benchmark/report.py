@@ -25,8 +25,12 @@ def _spread(load: dict[str, Any]) -> str:
 
 
 def _cpu(load: dict[str, Any]) -> str:
+    """CPU per request; marked with the rounds it comes from when the cgroup could not be read in every one."""
     value = load.get("cpu_ms_per_request")
-    return "-" if value is None else f"{value:.3f}"
+    if value is None:
+        return "-"
+    partial = load.get("cpu_rounds", load.get("rounds")) != load.get("rounds")
+    return f"{value:.3f}" + (f" ({load['cpu_rounds']} of {load['rounds']} rounds)" if partial else "")
 
 
 def single_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

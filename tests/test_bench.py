@@ -145,7 +145,10 @@ def test_rounds_are_summarized_as_medians_with_their_spread():
     assert (summary["requests_per_second_min"], summary["requests_per_second_max"]) == (900, 1500)
     assert summary["p99_ms"] == 20  # the rounds that completed a request
     assert summary["cpu_ms_per_request"] == 0.5 and summary["errors"] == 3 and summary["requests"] == 3000
-    assert rounds.summarize([_sample(900, 30, None), _sample(1000, 30, 0.5)], 1)["cpu_ms_per_request"] is None
+    partial = rounds.summarize([_sample(900, 30, None), _sample(1000, 30, 0.5)], 1)
+    assert (partial["cpu_ms_per_request"], partial["cpu_rounds"]) == (0.5, 1)
+    unread = rounds.summarize([_sample(900, 30, None)], 1)
+    assert (unread["cpu_ms_per_request"], unread["cpu_rounds"]) == (None, 0)
 
 
 def _run(server: str, route: str, rate: float, p99: float, rows: int = 1, model: str = "diabetes") -> dict:
@@ -210,3 +213,10 @@ def test_reports_are_written_and_the_tables_name_every_run(tmp_path):
     assert "| p99 at most 25 ms | 1200.0 ms | **no** |" in table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths["latency_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_per_request_from_some_rounds_says_how_many():
+    from benchmark import report
+    partial = rounds.summarize([_sample(900, 30, None), _sample(1000, 30, 0.5)], 1)
+    assert report._cpu(partial) == "0.500 (1 of 2 rounds)"
+    assert report._cpu(rounds.summarize([_sample(900, 30, 0.4), _sample(1000, 30, 0.5)], 1)) == "0.450"
