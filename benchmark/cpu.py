@@ -67,13 +67,14 @@ def group_of(pid: int, where: Hierarchy, proc_cgroup: str | None = None) -> Path
 
 class Meter:
     """Seconds of CPU spent so far by one cgroup; `read()` is None where it cannot be read, and `failure` then says
-    why, if a read was tried."""
+    why, if a read was tried (it describes the last read)."""
 
     def __init__(self, where: Hierarchy | None, group: Path | None, owned: bool = False):
         self.where, self.group, self.owned = where, group, owned
         self.failure: str | None = None
 
     def read(self) -> float | None:
+        self.failure = None
         if self.where is None or self.group is None:
             return None
         try:

@@ -34,12 +34,12 @@ class Target:
 def sample(target: Target, concurrency: int, seconds: int) -> dict[str, Any]:
     """One load run, with the CPU seconds the server's cgroup spent during it (None where unreadable)."""
     meter = target.server.meter
-    meter.failure = None
-    before = meter.read()
+    before, failure = meter.read(), meter.failure
     result = load.run(target.server.url + target.route.path, target.route.body, concurrency, seconds)
     after = meter.read()
+    failure = failure or meter.failure
     cpu = None if before is None or after is None else round(after - before, 6)
-    return {**result.as_dict(), "cpu_seconds": cpu, **({"cpu_failure": meter.failure} if meter.failure else {})}
+    return {**result.as_dict(), "cpu_seconds": cpu, **({"cpu_failure": failure} if failure else {})}
 
 
 def interleave(targets: Sequence[Target], rounds: int, seconds: int,

@@ -84,7 +84,8 @@ def test_cpu_usage_is_read_in_each_hierarchys_unit(tmp_path):
     (tmp_path / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n")
     assert cpu.Meter(cpu.Hierarchy(tmp_path, "/", v2=False), tmp_path).read() == 2.5
     assert cpu.Meter(cpu.Hierarchy(tmp_path, "/", v2=True), tmp_path).read() == 1.5
-    assert cpu.Meter(cpu.Hierarchy(tmp_path, "/", v2=True), tmp_path / "gone").read() is None
+    gone = cpu.Meter(cpu.Hierarchy(tmp_path, "/", v2=True), tmp_path / "gone")
+    assert gone.read() is None and gone.failure is not None and "FileNotFoundError" in gone.failure
     assert cpu.Meter(None, None).read() is None
 
 

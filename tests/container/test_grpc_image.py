@@ -71,9 +71,9 @@ def grpc_image(tmp_path_factory, docker_client, default_image) -> Iterator[dict[
     remove_build(docker_client, report["image"])
 
 
-def grpc_listeners(running: Any) -> set[int]:
-    """The pids of the workers that have logged serving gRPC."""
-    return {line["pid"] for line in log_entries(running.container) if line["message"].startswith("gRPC on")}
+def grpc_listeners(entries: list[dict[str, Any]]) -> set[int]:
+    """The pids of the workers that have logged serving gRPC, from a container's log entries."""
+    return {line["pid"] for line in entries if line["message"].startswith("gRPC on")}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,8 @@ def grpc_served(request, docker_client, grpc_image) -> Iterator[Any]:
     with run_container(docker_client, grpc_image["image"], request,
                        {"SERVICE_GRPC_PORT": str(port), "SERVICE_WORKERS": "2"}) as running:
         running.grpc = f"127.0.0.1:{port}"
-        assert wait_until(lambda: len(grpc_listeners(running)) == 2, READY_TIMEOUT) is not None, \
-            running.container.logs().decode()[-3000:]
+        both = wait_until(lambda: len(grpc_listeners(log_entries(running.container))) == 2, READY_TIMEOUT)
+        assert both is not None, running.container.logs().decode()[-3000:]
         yield running
 
 
@@ -148,8 +148,9 @@ def test_every_worker_answers_grpc(clients, grpc_served, local):
     """Both workers listen (SO_REUSEPORT); 24 calls on new connections reach both (all on one: 2 in 2**24), and
     REST still answers."""
     run(clients, CONNECTIONS, grpc_served.grpc, local.card["name"], "24")
-    listening = grpc_listeners(grpc_served)
-    answering = {line["pid"] for line in log_entries(grpc_served.container) if line.get("path", "").endswith("/ModelInfer")}
+    entries = log_entries(grpc_served.container)
+    listening = grpc_listeners(entries)
+    answering = {line["pid"] for line in entries if line.get("path", "").endswith("/ModelInfer")}
     assert len(listening) == 2 and answering == listening, (listening, answering)
     assert grpc_served.call("POST", "/predict", dict(zip(local.feature_names, ROWS[0], strict=True)))[0] == 200
 

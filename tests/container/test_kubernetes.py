@@ -93,8 +93,6 @@ def mebibytes(quantity: str) -> int:
     return int(quantity[:-2]) * 1024 * 1024
 
 
-
-
 def probe_answers(url: str, probe: dict) -> int:
     status, _, _ = call("GET", url + probe["httpGet"]["path"], None, {}, timeout=probe["timeoutSeconds"])
     return status
