@@ -141,6 +141,11 @@ class Channel(HTTPChannel):
     task_class = Task
     error_task_class = JsonErrorTask
     requests: list[Any]  # waitress' attributes: the requests read and not yet answered, and their lock
+    heard_from = False  # whether the client has sent anything yet (a drain keeps a connection that has not)
+
+    def received(self, data: bytes) -> bool:
+        self.heard_from = True
+        return bool(super().received(data))
 
     def send_continue(self) -> None:
         if self.request.error is not None:

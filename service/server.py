@@ -3,9 +3,10 @@
 On the signal: readiness turns false at once and every answer from then on carries `Connection: close` (a
 keep-alive client sends its next request on a new connection, elsewhere); new connections' SYNs are dropped (so
 they end refused, never reset), while handshakes already under way still complete and are adopted for
-HANDSHAKE_SECONDS, then the listening socket closes; each connection is closed once it has nothing queued,
-running, partly received or unsent and has been quiet briefly (so a request already on its way is still read
-and answered); the process leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
+HANDSHAKE_SECONDS, then the listening socket closes; each connection is closed once its client has sent
+something and it has nothing queued, running, partly received, unsent or unread and has been quiet for
+QUIET_SECONDS (so a request already on its way, or from a slow client, is still read and answered); the process
+leaves when no connection is left, and within DRAIN_SECONDS whatever clients do.
 """
 from __future__ import annotations
 
@@ -74,7 +75,10 @@ def make_server(app: Flask, listener: socket.socket, share: Share | None = None)
     return server
 
 
-QUIET_SECONDS = 0.25  # a connection silent this long, with nothing queued or unsent, is done
+# A connection answered before the drain began, silent this long since (or since the drain began), with nothing
+# queued, unsent or unread, is done: its client is not sending. At 0.25 s a request was lost in CI (ci53) on a
+# machine busy building images: a client thread took about a second to send it.
+QUIET_SECONDS = 1.0
 
 
 def _accepting_in_batches(server: Any, share: Share | None) -> Callable[[], None]:
@@ -108,14 +112,24 @@ def _unless_held_back(server: Any) -> Callable[[], bool]:
 
 
 def _close_finished(server: Any, draining_since: float) -> None:
-    """Mark for closing every connection with nothing queued, running, partly received or unsent that has been
-    quiet for QUIET_SECONDS, counted from the drain's start at the earliest: an idle keep-alive client still
-    gets that long to send a request it had already started."""
+    """Close every connection that is done: its client has sent something (one that has not is about to, and is
+    kept until the drain limit, as Go's net/http keeps a new connection), nothing is queued, running, partly
+    received, unsent or waiting unread in the kernel, and it has been quiet for QUIET_SECONDS, counted from the
+    drain's start at the earliest. Closed here, after the kernel was asked, rather than marked for the loop's
+    next pass: a request arriving meanwhile would be reset unread."""
     quiet_since = time.time() - QUIET_SECONDS
-    for channel in list(server.active_channels.values()):
-        idle = not (channel.requests or channel.request or channel.total_outbufs_len)
-        if idle and max(channel.last_activity, draining_since) <= quiet_since:
-            channel.will_close = True  # the loop's next pass closes it
+    done = {fd: channel for fd, channel in list(server.active_channels.items())
+            if channel.heard_from and not (channel.requests or channel.request or channel.total_outbufs_len)
+            and max(channel.last_activity, draining_since) <= quiet_since}
+    if not done:
+        return
+    poller = select.poll()
+    for fd in done:
+        poller.register(fd, select.POLLIN)
+    unread = {fd for fd, _ in poller.poll(0)}
+    for fd, channel in done.items():
+        if fd not in unread:
+            channel.handle_close()
 
 
 class _SockFilter(ctypes.Structure):
