@@ -166,8 +166,13 @@ def wheelhouse(requirements: Path, platform: Platform = AMD64, cache: Path = CAC
     partial.chmod(0o755)  # as a folder made by mkdir: the builder's copy of it keeps its mode
     try:
         say(f"downloading wheels for cp{PYTHON_VERSION.replace('.', '')} {platform.wheel_tags()[0]}")
-        for block in blocks(requirements):
-            fetch(block, partial, platform, from_source)
+        # One pip for all (2.0 s here for the default's 17 requirements, against 9.4 s for one pip each); one each,
+        # with sdists and clear errors, only when a requirement has no wheel.
+        every_wheel = _pip("--no-deps", "--only-binary=:all:", *target(platform), "--require-hashes", "-d",
+                           str(partial), "-r", str(requirements))
+        if every_wheel.returncode != 0:
+            for block in blocks(requirements):
+                fetch(block, partial, platform, from_source)
         (partial / COMPLETE).write_text("ok\n")
         if folder.exists() and not (folder / COMPLETE).exists():
             shutil.rmtree(folder)  # left by a build that was interrupted

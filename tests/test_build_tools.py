@@ -171,6 +171,7 @@ def test_builds_at_once_fill_one_wheelhouse_without_reading_each_others_halves(t
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy==2.4.6 \\\n    --hash=sha256:00\nscipy==1.17.1 \\\n    --hash=sha256:11\n")
     cache = tmp_path / "cache"
+    monkeypatch.setattr(wheels, "_pip", lambda *args: subprocess.CompletedProcess(args, 1, "", "ERROR: no wheel"))
     monkeypatch.setattr(wheels, "fetch", lambda *_: None)
     final = cache / wheels.wheelhouse(requirements, cache=tmp_path / "probe").name  # the folder builds read
     inside = threading.Barrier(2, timeout=10)
@@ -212,6 +213,26 @@ def test_builds_at_once_fill_one_wheelhouse_without_reading_each_others_halves(t
                         .write_text("first half,second half"))
     assert wheels.wheelhouse(requirements, cache=cache) == final
     assert {p.name: p.read_text() for p in final.iterdir()} == complete
+
+
+def test_a_wheelhouse_is_one_pip_unless_a_requirement_has_no_wheel(tmp_path, monkeypatch):
+    """All of requirements.txt in one `pip download` (2.0 s for the default's 17, against 9.4 s for one pip each);
+    where it fails (a requirement with no wheel for the image), one pip per requirement, which builds sdists and
+    says which requirement failed."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.4.6 \\\n    --hash=sha256:00\nodd==1.0 \\\n    --hash=sha256:11\n")
+    calls: list[tuple[str, ...]] = []
+    fetched: list[str] = []
+    one_each = ["numpy==2.4.6 \\\n    --hash=sha256:00", "odd==1.0 \\\n    --hash=sha256:11"]
+    for code, expected in ((0, []), (1, one_each)):
+        calls.clear()
+        fetched.clear()
+        monkeypatch.setattr(wheels, "_pip", lambda *args, code=code: calls.append(args)
+                            or subprocess.CompletedProcess(args, code, "", "ERROR: odd has no wheel"))
+        monkeypatch.setattr(wheels, "fetch", lambda block, *_: fetched.append(block))
+        wheels.wheelhouse(requirements, cache=tmp_path / f"cache-{code}")
+        assert len(calls) == 1 and calls[0][-2:] == ("-r", str(requirements)) and "--require-hashes" in calls[0]
+        assert "--only-binary=:all:" in calls[0] and fetched == expected
 
 
 def test_superseded_bases_are_removed_and_the_record_rewritten_whole(tmp_path):
