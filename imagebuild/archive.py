@@ -109,6 +109,16 @@ class Digesting:
         return "sha256:" + self.sha256.hexdigest()
 
 
+def gzipped(source: BinaryIO, out: BinaryIO) -> tuple[str, int]:
+    """`source` as the blob a push sends, written to `out`: gzip level 6, no file name, time 0 (Python's zlib, as
+    `docker push` on the classic store compresses); returns the blob's digest and size. The build measures each
+    layer this way (imagebuild/report.py) and the push sends these bytes, so the two agree on the digest."""
+    digesting = Digesting(out)
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=digesting, mtime=0) as compressed:
+        shutil.copyfileobj(source, compressed, 1 << 20)
+    return digesting.digest, digesting.size
+
+
 def read_saved(stream: tarfile.TarFile, workdir: Path) -> Saved:
     """Read a `docker save` archive into `workdir`: legacy or OCI layout, layers plain or compressed."""
     files: dict[str, tuple[Path, str]] = {}  # member name -> (file, sha256 of its bytes)

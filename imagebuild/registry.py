@@ -3,21 +3,20 @@ every engine and image store then publishes the same bytes, so one commit has on
 gzips the layers itself on the classic store, and on the containerd store pushes them as that store holds them,
 which for an image loaded from an archive is uncompressed: three times the bytes, and another digest.)
 
-The layers are gzipped here (level 6, no file name, time 0: Python's zlib, so a host whose zlib differs, such as
-zlib-ng, pushes other bytes for the same image id) into a Docker v2 manifest, the media types `docker push` uses.
-Blobs the registry already has are not sent again. Authentication: HTTP Basic, or a bearer token from the realm
+The layers are gzipped here (archive.gzipped: level 6, no file name, time 0, Python's zlib, so a host whose zlib
+differs, such as zlib-ng, pushes other bytes for the same image id) into a Docker v2 manifest, the media types
+`docker push` uses. Blobs the registry already has are not sent again, and a layer the build measured (its blob's
+digest is known: imagebuild/report.py) is not even compressed then. Authentication: HTTP Basic, or a bearer token from the realm
 the registry names (Docker Hub, GHCR, ...), with the given credentials or anonymously. Plain HTTP only where the
 engine itself would use it (its insecure registries, and 127.0.0.0/8 by default).
 """
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import ipaddress
 import json
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.parse
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import BuildError, archive
+from . import BuildError, archive, report
 from .platforms import Platform
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -146,15 +145,6 @@ def repository_path(repository: str, registry: str) -> str:
     return f"library/{name}" if registry == "docker.io" and "/" not in name else name
 
 
-def gzip_layer(tar: Path, out: Path) -> tuple[str, int]:
-    """The layer as its pushed blob: gzip level 6, no name, time 0; returns its digest and size."""
-    with tar.open("rb") as source, out.open("wb") as raw:
-        digesting = archive.Digesting(raw)
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=digesting, mtime=0) as compressed:
-            shutil.copyfileobj(source, compressed, 1 << 20)
-    return digesting.digest, digesting.size
-
-
 @dataclass(frozen=True)
 class Blob:
     digest: str
@@ -163,11 +153,15 @@ class Blob:
     data: bytes | None = None
 
 
+def has_blob(session: Session, name: str, digest: str) -> bool:
+    status, _, _ = session.request("HEAD", session.url(f"/v2/{name}/blobs/{digest}"), f"repository:{name}:pull,push")
+    return status == 200
+
+
 def upload(session: Session, name: str, blob: Blob) -> None:
     """Send a blob unless the registry has it: an upload session, chunks, then its digest."""
     scope = f"repository:{name}:pull,push"
-    status, _, _ = session.request("HEAD", session.url(f"/v2/{name}/blobs/{blob.digest}"), scope)
-    if status == 200:
+    if has_blob(session, name, blob.digest):
         return
     _, headers, _ = session.request("POST", session.url(f"/v2/{name}/blobs/uploads/"), scope, data=b"")
     location = urllib.parse.urljoin(session.url("/"), headers["Location"])
@@ -210,18 +204,52 @@ class Pushed:
     manifests: dict[str, str]  # platform name -> manifest digest
 
 
-def _push_image(session: Session, name: str, client: Any, image: str) -> bytes:
-    """Send an engine image's layers and config (those the registry lacks); returns its manifest document."""
+def mounted(session: Session, name: str, blob: report.MeasuredBlob) -> bool:
+    """Whether the registry mounted the blob into `name` from a repository of its own that was pushed it before
+    (the distribution API's cross-repository mount, as `docker push` does): no upload then. A registry that
+    cannot opens an upload instead, which is cancelled here."""
+    for source in reversed(blob.pushed_to):
+        host, _, repository = source.partition("/")
+        if host != session.host or repository == name:
+            continue
+        query = urllib.parse.urlencode({"mount": blob.digest, "from": repository})
+        try:
+            status, headers, _ = session.request("POST", session.url(f"/v2/{name}/blobs/uploads/?{query}"),
+                                                 f"repository:{name}:pull,push repository:{repository}:pull",
+                                                 data=b"")
+            if status == 201:
+                return True
+            if "Location" in headers:
+                session.request("DELETE", urllib.parse.urljoin(session.url("/"), headers["Location"]),
+                                f"repository:{name}:pull,push")
+        except RegistryError:  # no access to that repository any more, say: the blob is sent instead
+            continue
+    return False
+
+
+def _push_image(session: Session, name: str, client: Any, image: str,
+                measured: dict[str, report.MeasuredBlob]) -> tuple[bytes, list[str]]:
+    """Send an engine image's layers and config (those the registry lacks); returns its manifest document and its
+    layers' diff_ids. A layer whose gzip blob the build measured (`measured`) is neither compressed nor sent when
+    the repository has it or the registry mounts it from another repository: pushing the default image again took
+    6 s of gzip before."""
     with tempfile.TemporaryDirectory(prefix="push-") as temporary:
         workdir = Path(temporary)
         with archive.saved(client.images.get(image)) as stream:
             saved = archive.read_saved(stream, workdir)
-        config = Blob(saved.config_digest, len(saved.config_bytes), data=saved.config_bytes)
-        layers = [Blob(*gzip_layer(path, path.with_suffix(".gz")), path=path.with_suffix(".gz"))
-                  for _, path in saved.layers]
-        for blob in [*layers, config]:
+        layers = []
+        for diff_id, path in saved.layers:
+            known = measured.get(diff_id)
+            if known is not None and (has_blob(session, name, known.digest) or mounted(session, name, known)):
+                layers.append(Blob(known.digest, known.size))
+                continue
+            with path.open("rb") as source, path.with_suffix(".gz").open("wb") as out:
+                blob = Blob(*archive.gzipped(source, out), path=path.with_suffix(".gz"))
             upload(session, name, blob)
-    return manifest(config, layers)
+            layers.append(blob)
+        config = Blob(saved.config_digest, len(saved.config_bytes), data=saved.config_bytes)
+        upload(session, name, config)
+    return manifest(config, layers), [diff_id for diff_id, _ in saved.layers]
 
 
 def index(entries: list[tuple[Platform, bytes]]) -> bytes:
@@ -265,7 +293,12 @@ def push(client: Any, images: list[tuple[Platform, str]], repository: str, regis
     several as an image index whose entries are their manifests, each pushed by its digest first."""
     session = Session(api_host(registry), is_secure(client, registry), credentials)
     name = repository_path(repository, registry)
-    documents = [(platform, _push_image(session, name, client, image)) for platform, image in images]
+    measured = report.measured_blobs()
+    documents = []
+    for platform, image in images:
+        document, diff_ids = _push_image(session, name, client, image, measured)
+        report.remember_pushed(diff_ids, f"{session.host}/{name}")
+        documents.append((platform, document))
     manifests = {platform.name: _digest(document) for platform, document in documents}
     if len(documents) == 1:
         document, media_type = documents[0][1], MANIFEST_TYPE

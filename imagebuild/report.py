@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 import tempfile
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .reproducible import ORIGIN
 
 SITE_PACKAGES = re.compile(r"^opt/venv/lib/python3\.\d+/site-packages/([^/]+)")
 CACHE = ROOT / ".cache" / "layer-sizes.json"
-CACHE_VERSION = 3  # bumped whenever a layer or an image is measured or recorded differently
+CACHE_VERSION = 4  # bumped whenever a layer or an image is measured or recorded differently
 CACHED_IMAGES = 20
 INPUTS = {"dataframe": "a DataFrame", "texts": "a list of texts", "array": "an array"}  # the card's "input"
 
@@ -28,14 +29,12 @@ def package_of(entry: str) -> str:
 
 
 def _layer_stats(data: bytes) -> dict[str, Any]:
-    """One layer tar: its size, the bytes of its files and links' targets, gzip size (level 6, what docker push uses), zstd size (level 3, the default of
-    registries and clients that push zstd) and bytes per site-packages package."""
+    """One layer tar: its size, the bytes of its files and links' targets, its gzip blob's size and digest (the
+    blob a push sends: archive.gzipped), zstd size (level 3, the default of registries and clients that push zstd)
+    and bytes per site-packages package."""
     import zstandard
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-    gzipped = 0
-    for start in range(0, len(data), 1 << 20):
-        gzipped += len(compressor.compress(data[start:start + (1 << 20)]))
-    gzipped += len(compressor.flush())
+    with open(os.devnull, "wb") as nowhere:
+        gzip_digest, gzipped = archive.gzipped(io.BytesIO(data), nowhere)
     packages: dict[str, int] = {}
     content = 0
     with tarfile.open(fileobj=io.BytesIO(data)) as layer:
@@ -45,7 +44,7 @@ def _layer_stats(data: bytes) -> dict[str, Any]:
             if match and member.isfile():
                 name = package_of(match.group(1))
                 packages[name] = packages.get(name, 0) + member.size
-    return {"size": len(data), "content": content, "gzip": gzipped,
+    return {"size": len(data), "content": content, "gzip": gzipped, "gzip_digest": gzip_digest,
             "zstd": len(zstandard.ZstdCompressor(level=3).compress(data)), "packages": packages}
 
 
@@ -100,6 +99,36 @@ def remember(engine_id: str, config: dict[str, Any], layers: list[tuple[str, Pat
             cache["layers"][digest] = _layer_stats(path.read_bytes())
     cache["images"].pop(engine_id, None)
     cache["images"][engine_id] = _entry(archive.image_id(config), config)
+    _write_cache(cache_path, cache)
+
+
+@dataclass(frozen=True)
+class MeasuredBlob:
+    """A measured layer's gzip blob, what a push sends for it, and where it was pushed before ("host/repository",
+    newest last): a registry that has it in one repository can mount it into another without an upload."""
+
+    digest: str
+    size: int
+    pushed_to: tuple[str, ...] = ()
+
+
+PUSHED_TO_KEPT = 4  # repositories remembered per layer
+
+
+def measured_blobs(cache_path: Path = CACHE) -> dict[str, MeasuredBlob]:
+    """diff_id -> the gzip blob of each layer measured."""
+    return {digest: MeasuredBlob(layer["gzip_digest"], layer["gzip"], tuple(layer.get("pushed_to", ())))
+            for digest, layer in _read_cache(cache_path)["layers"].items()}
+
+
+def remember_pushed(diff_ids: list[str], repository: str, cache_path: Path = CACHE) -> None:
+    """Note that the registry repository "host/name" now has these layers' blobs."""
+    cache = _read_cache(cache_path)
+    for digest in diff_ids:
+        layer = cache["layers"].get(digest)
+        if layer is not None:
+            earlier = [entry for entry in layer.get("pushed_to", []) if entry != repository]
+            layer["pushed_to"] = [*earlier, repository][-PUSHED_TO_KEPT:]
     _write_cache(cache_path, cache)
 
 

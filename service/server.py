@@ -260,5 +260,6 @@ def serve(app: Flask, listener: socket.socket, parent: int | None = None,
     cut = len(server.active_channels)  # what the deadline, not the clients, ended
     connections.set(0)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
+    server.trigger.close()  # the loop's wake-up pipe (a server run in a test's process would leak it)
     log.log(logging.WARNING if cut else logging.INFO, "stopped (drain limit %.1f s, %d connections cut at it)",
             drain, cut, extra={"drain_seconds": drain, "connections_cut": cut})

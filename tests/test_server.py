@@ -384,6 +384,8 @@ def test_clients_slower_than_the_drains_quiet_time_are_answered(monkeypatch):
         ask("fresh", fresh)
         assert idle.sock is not None
         answers["idle closed"] = idle.sock.recv(1) == b""
+        for connection in (fresh, kept, idle):
+            connection.close()
 
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     clients = threading.Thread(target=slow_clients, daemon=True)
