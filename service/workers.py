@@ -233,12 +233,22 @@ class Supervisor:
         self.shares = Shares(count)  # mapped before any fork: each worker sees the others' connections
 
     def start(self, index: int) -> None:
-        """Fork worker `index`; it writes one byte to its pipe once it has loaded the model."""
+        """Fork worker `index`; it writes one byte to its pipe once it has loaded the model.
+
+        SIGTERM and SIGINT are blocked across the fork: a stop sent to the new worker before it has set their
+        default action would otherwise run the supervisor's handler, inherited, and be lost (seen in CI: a worker
+        signalled as it was forked served on until killed at the drain limit). Blocked, the signal waits, and
+        ends a worker still loading the model as soon as it unblocks."""
         ready_read, ready_write = os.pipe()
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
             code = 1
             try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
                 os.close(ready_read)
                 signal.set_wakeup_fd(-1)
                 os.close(self.wake_read)
@@ -246,8 +256,6 @@ class Supervisor:
                 for worker in self.children.values():  # the others' pipes are not this worker's
                     if worker.ready_pipe is not None:
                         os.close(worker.ready_pipe)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if self.settings["PIN_CPUS"]:
                     pin(index, self.cpus)
                 code = serve_worker(self.listener, index, ready_write, self.pid, share=Share(self.shares, index))
@@ -256,6 +264,7 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         os.close(ready_write)
         self.children[pid] = Worker(index, time.monotonic(), ready_read)
 
@@ -319,7 +328,7 @@ class Supervisor:
             os.close(pipe)
             worker.ready_pipe = None
             self.boot_failures = 0
-            if self.waiting and self.deadline is None:
+            if self.waiting and not self.stop_requested:  # not during a stop, nor just before it is acted on
                 for index in self.waiting:
                     self.start(index)
                 self.waiting = []

@@ -576,6 +576,63 @@ def test_the_supervisor_reaps_a_child_that_is_not_a_worker():
     assert result.stdout.strip() == "0" and "KeyError" not in result.stderr
 
 
+STOP_AT_START = """
+import os, signal, socket, sys, tempfile, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
+import service.workers as workers
+started = []
+
+def serve(listener, worker, ready_fd=None, parent=None, share=None):
+    print(f"started {worker}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # as serve() drains
+    if worker == 0:  # the stop comes as the first worker says it is ready: both wait for the supervisor at once
+        os.kill(parent, signal.SIGSTOP)
+        os.write(ready_fd, b"r")
+        os.kill(parent, signal.SIGTERM)
+        os.kill(parent, signal.SIGCONT)
+    else:
+        time.sleep(3)  # loading the model
+        os.write(ready_fd, b"r")
+    while True:
+        time.sleep(1)
+
+def loading(listener, worker, ready_fd=None, parent=None, share=None):
+    time.sleep(3)  # loading the model: a SIGTERM ends it at once
+    return 0
+
+supervisor = workers.Supervisor(socket.socket(), 2, [0], {"PIN_CPUS": 0, "DRAIN_SECONDS": 1.0})
+if sys.argv[1] == "run":
+    workers.serve_worker = serve
+    sys.exit(supervisor.run())
+workers.serve_worker = loading  # a worker signalled the moment it is forked, under the supervisor's handler
+signal.signal(signal.SIGTERM, supervisor.request_stop)
+signal.set_wakeup_fd(supervisor.wake_write)
+supervisor.start(1)
+pid = next(iter(supervisor.children))
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("how", ["run", "fork"])
+def test_a_stop_as_workers_start_stops_them_all_at_once(how):
+    """ci55: `docker stop` right after the image was ready took 7 s. The stop came as the first worker said it was
+    ready; the supervisor still started the second one, and signalled it as it was forked, before the worker had
+    set SIGTERM's default action: the supervisor's own handler, inherited, took the signal, and the worker served
+    on until killed at the drain limit. Now no worker is started once a stop is requested (`run`), and a signal
+    sent to a worker as it is forked ends it (`fork`: SIGTERM is blocked across the fork)."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", STOP_AT_START, how], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    elapsed = time.monotonic() - started
+    if how == "run":
+        assert result.returncode == 0 and result.stdout.split() == ["started", "0"], result.stderr[-2000:]
+    else:
+        assert result.stdout.strip() == str(-signal.SIGTERM), result.stderr[-2000:]
+    assert elapsed < 2.5, f"{elapsed:.1f} s"
+
+
 CRASHING_WORKERS = """
 import os, signal, socket, sys, tempfile, time
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
