@@ -5,10 +5,11 @@ which for an image loaded from an archive is uncompressed: three times the bytes
 
 The layers are gzipped here (archive.gzipped: level 6, no file name, time 0, Python's zlib, so a host whose zlib
 differs, such as zlib-ng, pushes other bytes for the same image id) into a Docker v2 manifest, the media types
-`docker push` uses. Blobs the registry already has are not sent again, and a layer the build measured (its blob's
-digest is known: imagebuild/report.py) is not even compressed then. Authentication: HTTP Basic, or a bearer token from the realm
-the registry names (Docker Hub, GHCR, ...), with the given credentials or anonymously. Plain HTTP only where the
-engine itself would use it (its insecure registries, and 127.0.0.0/8 by default).
+`docker push` uses. Blobs the registry already has are not sent again; a layer the build measured (its blob's
+digest is known: imagebuild/report.py) is not even compressed then, nor when the registry mounts it from another
+repository it was pushed to. Authentication: HTTP Basic, or a bearer token from the realm the registry names
+(Docker Hub, GHCR, ...), with the given credentials or anonymously. Plain HTTP only where the engine itself would
+use it (its insecure registries, and 127.0.0.0/8 by default).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -293,11 +293,11 @@ def test_the_listeners_filter_drops_only_a_new_connections_syn(flags, kept):
     assert (len(received) == 2) is kept, received
 
 
-def test_a_handshake_completed_during_the_drain_is_answered(monkeypatch):
-    """The server in this process, its socket filter left off, so that connections still complete their
-    handshake after SIGTERM, as one whose SYN the kernel took just before the filter does: each is adopted and
-    answered (with Connection: close) until HANDSHAKE_SECONDS after the signal, and only then is the listener
-    closed. Before, it closed at once, and such a connection was reset with its request unanswered."""
+def serve_in_this_process(monkeypatch, clients: Callable[[tuple[str, int], threading.Event], None],
+                          ) -> tuple[socket.socket, float]:
+    """The server in this process, its socket filter left off (so that connections still complete their handshake
+    after SIGTERM), with `clients(address, serving)` on a thread beside it (`serving` is set once a SIGTERM would
+    drain); returns the listening socket and the seconds from serve()'s start to the clients' end."""
     from service.app import create_app
     from service import server as server_module
     monkeypatch.setattr(server_module, "_refuse_new_connections", lambda listener: None)
@@ -305,11 +305,29 @@ def test_a_handshake_completed_during_the_drain_is_answered(monkeypatch):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    address = listener.getsockname()
     serving = threading.Event()
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=clients, args=(listener.getsockname(), serving), daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        server_module.serve(app, listener, serving=serving.set)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    thread.join(5)
+    return listener, time.monotonic() - started
+
+
+def test_a_handshake_completed_during_the_drain_is_answered(monkeypatch):
+    """The server in this process, its socket filter left off, so that connections still complete their
+    handshake after SIGTERM, as one whose SYN the kernel took just before the filter does: each is adopted and
+    answered (with Connection: close) until HANDSHAKE_SECONDS after the signal, and only then is the listener
+    closed. Before, it closed at once, and such a connection was reset with its request unanswered."""
+    from service import server as server_module
     answers: list[tuple[float, int, str | None]] = []
 
-    def late_clients() -> None:
+    def late_clients(address: tuple[str, int], serving: threading.Event) -> None:
         serving.wait(10)
         signalled = time.monotonic()
         os.kill(os.getpid(), signal.SIGTERM)
@@ -326,19 +344,10 @@ def test_a_handshake_completed_during_the_drain_is_answered(monkeypatch):
                 connection.close()
             time.sleep(0.02)
 
-    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    clients = threading.Thread(target=late_clients, daemon=True)
-    clients.start()
-    started = time.monotonic()
-    try:
-        server_module.serve(app, listener, serving=serving.set)
-    finally:
-        signal.signal(signal.SIGTERM, handlers[0])
-        signal.signal(signal.SIGINT, handlers[1])
-    clients.join(5)
+    listener, seconds = serve_in_this_process(monkeypatch, late_clients)
     assert server_module.HANDSHAKE_SECONDS >= 0.2 and len(answers) >= 3, answers
     assert {(status, connection) for _, status, connection in answers} == {(200, "close")}, answers
-    assert listener.fileno() == -1 and time.monotonic() - started < 5
+    assert listener.fileno() == -1 and seconds < 5
 
 
 def test_clients_slower_than_the_drains_quiet_time_are_answered(monkeypatch):
@@ -349,15 +358,7 @@ def test_clients_slower_than_the_drains_quiet_time_are_answered(monkeypatch):
     net/http keeps a new connection), and one answered before the signal is kept QUIET_SECONDS: both are answered,
     with Connection: close, while one that stays silent is closed after QUIET_SECONDS, not at the limit. The server
     runs in this process (as above), its socket filter left off."""
-    from service.app import create_app
     from service import server as server_module
-    monkeypatch.setattr(server_module, "_refuse_new_connections", lambda listener: None)
-    app = create_app({"MODEL_DIR": str(ROOT / "models" / "diabetes"), "DRAIN_SECONDS": 5.0})
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    address = listener.getsockname()
-    serving = threading.Event()
     answers: dict[str, tuple[int, str | None] | str] = {}
 
     def ask(name: str, connection: http.client.HTTPConnection) -> None:
@@ -369,7 +370,7 @@ def test_clients_slower_than_the_drains_quiet_time_are_answered(monkeypatch):
         except OSError as error:
             answers[name] = repr(error)
 
-    def slow_clients() -> None:
+    def slow_clients(address: tuple[str, int], serving: threading.Event) -> None:
         serving.wait(10)
         fresh, kept, idle = (http.client.HTTPConnection(*address, timeout=10) for _ in range(3))
         fresh.connect()  # and nothing sent yet
@@ -387,20 +388,11 @@ def test_clients_slower_than_the_drains_quiet_time_are_answered(monkeypatch):
         for connection in (fresh, kept, idle):
             connection.close()
 
-    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    clients = threading.Thread(target=slow_clients, daemon=True)
-    clients.start()
-    started = time.monotonic()
-    try:
-        server_module.serve(app, listener, serving=serving.set)
-    finally:
-        signal.signal(signal.SIGTERM, handlers[0])
-        signal.signal(signal.SIGINT, handlers[1])
-    clients.join(5)
+    _, seconds = serve_in_this_process(monkeypatch, slow_clients)
     assert server_module.QUIET_SECONDS >= 0.5
     assert answers == {"kept before": (200, None), "idle before": (200, None), "kept": (200, "close"),
                        "fresh": (200, "close"), "idle closed": True}, answers
-    assert time.monotonic() - started < 5  # the clients ended the drain, not its limit
+    assert seconds < 5  # the clients ended the drain, not its limit
 
 
 def test_the_drain_closes_a_quiet_connection_only_with_nothing_waiting_unread():
